@@ -1,0 +1,49 @@
+// Package agent is the sandbox side of sbx: the HTTP API that sbx-agent
+// serves on a unix socket from inside each sandbox, running as its PID 1.
+// Each operation lives in its own file (exec.go, …); the routes are wired in
+// this one.
+package agent
+
+import (
+	"net/http"
+
+	"github.com/sbx-dev/sbx/api"
+	"github.com/sbx-dev/sbx/internal/errdefs"
+)
+
+// Version is reported by GET /health.
+var Version = "dev"
+
+// Config tunes the agent.
+type Config struct {
+	// DefaultCwd is the working directory of commands that name none.
+	DefaultCwd string
+	// OutputCap is the most bytes kept per output stream of a
+	// non-streaming exec; the rest is discarded and the result flagged.
+	OutputCap int64
+}
+
+// Agent serves the sandbox-side API.
+type Agent struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns an agent with its routes registered.
+func New(cfg Config) *Agent {
+	if cfg.DefaultCwd == "" {
+		cfg.DefaultCwd = "/workspace"
+	}
+	if cfg.OutputCap <= 0 {
+		cfg.OutputCap = 16 << 20
+	}
+	a := &Agent{cfg: cfg, mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /health", a.handleHealth)
+	return a
+}
+
+func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
+	errdefs.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", Version: Version})
+}

@@ -1,0 +1,106 @@
+// Package backend defines the contract between the sandbox manager and the
+// machinery that actually runs sandboxes (OCI runtimes today, Kubernetes
+// later). Every implementation must pass the conformance suite in
+// backend/backendtest.
+package backend
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotExist is returned (wrapped) by Status and Destroy callers may test
+// for when the backend has no trace of a sandbox.
+var ErrNotExist = errors.New("sandbox does not exist in backend")
+
+// Resources are the limits applied to one sandbox.
+type Resources struct {
+	// MemoryBytes caps resident memory; the kernel OOM-kills inside the
+	// sandbox past it.
+	MemoryBytes int64
+	// MilliCPU is the CPU quota in thousandths of a core (250 = 1/4 core).
+	MilliCPU int64
+	// Pids caps the number of tasks (processes and threads).
+	Pids int64
+	// DiskBytes is the intended size of the writable layer. Backends that
+	// cannot enforce it report Capabilities.DiskQuota = false.
+	DiskBytes int64
+}
+
+// Spec describes a sandbox to start.
+type Spec struct {
+	// ID is the sandbox id, already validated by the caller; it is also
+	// the hostname inside the sandbox.
+	ID string
+	// Rootfs is the host path of the read-only image root filesystem
+	// used as the lower layer.
+	Rootfs string
+	// Resources are the cgroup limits.
+	Resources Resources
+	// Env is the environment of the agent (and so the default of every
+	// command it starts).
+	Env []string
+}
+
+// Instance is a started sandbox.
+type Instance struct {
+	ID string
+	// AgentSocket is the host path of the unix socket on which the
+	// sandbox's agent serves its HTTP API.
+	AgentSocket string
+	// Pid is the host pid of the sandbox's init process (the agent).
+	Pid int
+}
+
+// State is what a backend knows of a sandbox.
+type State string
+
+const (
+	StateRunning State = "running"
+	// StateStopped means resources exist but the init process is gone.
+	StateStopped State = "stopped"
+	StateAbsent  State = "absent"
+)
+
+// Capabilities describe optional features of a backend.
+type Capabilities struct {
+	// Name identifies the backend and runtime, e.g. "oci/crun".
+	Name string
+	// UserNamespace is true when sandbox root is not host root.
+	UserNamespace bool
+	// Seccomp is true when a syscall filter is applied.
+	Seccomp bool
+	// DiskQuota is true when Resources.DiskBytes is enforced.
+	DiskQuota bool
+	// CPULimit, MemoryLimit and PidsLimit report which cgroup limits apply.
+	CPULimit, MemoryLimit, PidsLimit bool
+}
+
+// Backend runs sandboxes.
+//
+// Contract:
+//   - Start creates every resource of the sandbox (filesystem, namespaces,
+//     cgroups, container) and returns once the agent's socket accepts
+//     connections. If it fails it leaves nothing behind: no mount, cgroup,
+//     process or directory. Starting an id that already has resources is an
+//     error; callers Destroy first.
+//   - Destroy removes every resource of the sandbox and kills its processes.
+//     It is idempotent (destroying an absent sandbox returns nil) and safe to
+//     call concurrently with itself.
+//   - Status never changes anything.
+//   - List returns the ids of every sandbox with resources on this host,
+//     including ones started by an earlier process of sbxd, so that the
+//     manager can re-adopt or clean them after a restart.
+//   - Adopt returns the Instance of a running sandbox started earlier, or an
+//     error wrapping ErrNotExist.
+//
+// Implementations are safe for concurrent use on different ids. Callers
+// serialise operations on one id.
+type Backend interface {
+	Capabilities() Capabilities
+	Start(ctx context.Context, spec Spec) (*Instance, error)
+	Adopt(ctx context.Context, id string) (*Instance, error)
+	Destroy(ctx context.Context, id string) error
+	Status(ctx context.Context, id string) (State, error)
+	List(ctx context.Context) ([]string, error)
+}
