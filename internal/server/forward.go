@@ -1,0 +1,147 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/sbx-dev/sbx/api"
+	"github.com/sbx-dev/sbx/internal/errdefs"
+	"github.com/sbx-dev/sbx/internal/sandbox"
+)
+
+// maxJSONBody bounds JSON request bodies the daemon inspects.
+const maxJSONBody = 64 << 20
+
+// readJSON reads and strictly decodes a JSON body, returning its bytes for
+// forwarding.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading request body: %v", errdefs.ErrInvalidArgument, err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err := errdefs.DecodeJSON(r, v); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := sandbox.ValidateID(id); err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	var req api.ExecRequest
+	body, err := readJSON(w, r, &req)
+	if err == nil {
+		if verr := req.Validate(); verr != nil {
+			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
+		}
+	}
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	s.forward(w, r, id, "/exec", body)
+}
+
+// hopHeaders are not forwarded to the agent.
+var hopHeaders = map[string]bool{
+	"Authorization": true, "Connection": true, "Keep-Alive": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Proxy-Authorization": true,
+}
+
+// forward sends r (with body) to the agent of sandbox id at path and streams
+// the answer back. Agent failures become SANDBOX_UNAVAILABLE errors, sent as
+// an SSE error event when a stream had already begun.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, id, path string, body []byte) {
+	lease, err := s.cfg.Manager.Acquire(r.Context(), id)
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	defer lease.Release()
+
+	target := "http://agent" + path
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	var rd io.Reader = r.Body
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, rd)
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	if body != nil {
+		out.ContentLength = int64(len(body))
+	} else {
+		out.ContentLength = r.ContentLength
+	}
+	for k, vs := range r.Header {
+		if !hopHeaders[k] {
+			out.Header[k] = vs
+		}
+	}
+	resp, err := lease.Agent().Do(out)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away; nobody to answer
+		}
+		errdefs.Write(w, lease.AgentFailed(r.Context(), err))
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		if !hopHeaders[k] {
+			w.Header()[k] = vs
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	streaming := resp.Header.Get("Content-Type") == "text/event-stream"
+	if err := copyFlushing(w, resp.Body, streaming); err != nil && !errors.Is(err, errClientGone) && r.Context().Err() == nil {
+		cause := lease.AgentFailed(r.Context(), err)
+		if streaming {
+			_, apiErr := errdefs.Classify(cause)
+			b, _ := json.Marshal(apiErr)
+			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
+			http.NewResponseController(w).Flush()
+		}
+		s.log.Warn("forwarding from agent failed", "id", id, "path", path, "err", err)
+	}
+}
+
+var errClientGone = errors.New("client went away")
+
+// copyFlushing copies src to w; when streaming, every chunk is flushed at
+// once so events reach the client as they happen.
+func copyFlushing(w http.ResponseWriter, src io.Reader, streaming bool) error {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return errClientGone
+			}
+			if streaming {
+				if ferr := rc.Flush(); ferr != nil {
+					return errClientGone
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

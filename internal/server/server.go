@@ -1,0 +1,243 @@
+// Package server is sbxd's HTTP API: authentication, the lifecycle routes it
+// serves itself, and forwarding of sandbox-side routes to each sandbox's
+// agent.
+package server
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sbx-dev/sbx/api"
+	"github.com/sbx-dev/sbx/internal/errdefs"
+	"github.com/sbx-dev/sbx/internal/sandbox"
+)
+
+// Config configures a Server.
+type Config struct {
+	Manager *sandbox.Manager
+	// Token is the bearer token every /v1 route and /metrics require. An
+	// empty token disables authentication; the daemon only allows that on
+	// a loopback address.
+	Token   string
+	Logger  *slog.Logger
+	Version string
+}
+
+// Server is the sbxd HTTP handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *prometheus.Registry
+	reqs    *prometheus.HistogramVec
+}
+
+// route is one API route; the table is also what the OpenAPI test checks.
+type route struct {
+	method, pattern string
+	auth            bool
+	h               http.HandlerFunc
+}
+
+// New returns a Server with every route registered.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: prometheus.NewRegistry()}
+	s.reqs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sbx_http_request_duration_seconds",
+		Help:    "API request latency by route and status.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+	}, []string{"route", "code"})
+	s.metrics.MustRegister(s.reqs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics.MustRegister(cfg.Manager.Collectors()...)
+
+	for _, rt := range s.routes() {
+		h := s.instrument(rt.pattern, rt.h)
+		if rt.auth {
+			h = s.authenticate(h)
+		}
+		s.mux.Handle(rt.method+" "+rt.pattern, h)
+	}
+	return s
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"GET", "/healthz", false, s.handleHealth},
+		{"GET", "/metrics", true, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP},
+		{"GET", "/v1/openapi.json", true, s.handleOpenAPI},
+		{"GET", "/v1/sandboxes", true, s.handleList},
+		{"PUT", "/v1/sandboxes/{id}", true, s.handleCreate},
+		{"GET", "/v1/sandboxes/{id}", true, s.handleGet},
+		{"DELETE", "/v1/sandboxes/{id}", true, s.handleDestroy},
+		{"POST", "/v1/sandboxes/{id}/stop", true, s.handleStop},
+		{"POST", "/v1/sandboxes/{id}/exec", true, s.handleExec},
+	}
+}
+
+// ServeHTTP routes r. Unknown paths and methods get JSON errors, like
+// every other failure.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		// The mux's own 404/405 answers are plain text; keep its status
+		// and Allow header but speak JSON.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		if rec.status == http.StatusMethodNotAllowed {
+			errdefs.Write(w, fmt.Errorf("%w: %s is not allowed on %s; allowed: %s",
+				errdefs.ErrMethodNotAllowed, r.Method, r.URL.Path, rec.header.Get("Allow")))
+			return
+		}
+		errdefs.Write(w, fmt.Errorf("%w: no route for %s %s; see /v1/openapi.json", errdefs.ErrNotFound, r.Method, r.URL.Path))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
+
+func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
+	if s.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.cfg.Token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			msg := "missing bearer token; send 'Authorization: Bearer <token>' (the token is in <data-dir>/token)"
+			if len(got) > 0 {
+				msg = "wrong bearer token; use the one in <data-dir>/token"
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sbx"`)
+			errdefs.Write(w, fmt.Errorf("%w: %s", errdefs.ErrUnauthorized, msg))
+			return
+		}
+		next(w, r)
+	}
+}
+
+// instrument logs each request and records its latency.
+func (s *Server) instrument(pattern string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		t0 := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next(sw, r)
+		d := time.Since(t0)
+		s.reqs.WithLabelValues(pattern, fmt.Sprint(sw.status)).Observe(d.Seconds())
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path,
+			"status", sw.status, "ms", float64(d.Microseconds())/1000)
+	}
+}
+
+// statusWriter remembers the status and keeps streaming possible.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer
+// (hijacking for WebSockets, deadlines for long streams).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	errdefs.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.cfg.Version})
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	list, err := s.cfg.Manager.List(r.Context())
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	errdefs.WriteJSON(w, http.StatusOK, api.SandboxList{Sandboxes: list})
+}
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := sandbox.ValidateID(id); err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	var req api.CreateSandboxRequest
+	if err := errdefs.DecodeJSON(r, &req); err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	sb, created, err := s.cfg.Manager.Create(r.Context(), id, req)
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	errdefs.WriteJSON(w, status, sb)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.cfg.Manager.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	errdefs.WriteJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.cfg.Manager.Stop(r.Context(), r.PathValue("id"))
+	if err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	errdefs.WriteJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) handleDestroy(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Manager.Destroy(r.Context(), r.PathValue("id")); err != nil {
+		errdefs.Write(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// wantsStream reports whether the client asked for server-sent events.
+func wantsStream(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
