@@ -1,31 +1,105 @@
 // Command sbx-agent runs inside every sandbox as PID 1: it reaps orphaned
 // processes and serves the sandbox-side API on a unix socket that sbxd
 // reaches through a bind mount.
+//
+// On SIGTERM or SIGINT it stops accepting connections, lets requests in
+// flight finish for a short drain period, then kills the commands still
+// running (their requests answer 503) and exits.
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
-	"log"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/sbx-dev/sbx/internal/agent"
 )
 
+// drainTimeout is how long requests in flight may run on after a shutdown
+// signal before their commands are killed.
+const drainTimeout = 2 * time.Second
+
 func main() {
 	socket := flag.String("socket", "/run/sbx/agent.sock", "unix socket to serve the API on")
+	defaultCwd := flag.String("default-cwd", "/workspace", "working directory of commands that name none")
+	outputCap := flag.Int64("output-cap", 16<<20, "most bytes kept per output stream of a non-streaming exec")
 	flag.Parse()
 
-	if err := os.MkdirAll(filepath.Dir(*socket), 0o755); err != nil {
-		log.Fatal(err)
+	if *outputCap <= 0 {
+		fmt.Fprintf(os.Stderr, "sbx-agent: --output-cap must be positive, got %d\n", *outputCap)
+		os.Exit(2)
 	}
-	_ = os.Remove(*socket)
-	ln, err := net.Listen("unix", *socket)
+	cfg := agent.Config{DefaultCwd: *defaultCwd, OutputCap: *outputCap}
+	if err := run(*socket, cfg); err != nil {
+		slog.Error("sbx-agent failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(socket string, cfg agent.Config) error {
+	// Create the agent first: it starts reaping orphans.
+	a := agent.New(cfg)
+
+	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+		return err
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	ln, err := net.Listen("unix", socket)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
-	srv := &http.Server{Handler: agent.New(agent.Config{})}
-	log.Fatal(srv.Serve(ln))
+	defer os.Remove(socket)
+
+	// Cancelling the requests' base context kills the commands they run.
+	reqCtx, killRequests := context.WithCancel(context.Background())
+	defer killRequests()
+	srv := &http.Server{
+		Handler:           a,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Go exits on these by default; a stray one sent to PID 1 must not
+	// take the sandbox down. They are handled rather than ignored because
+	// ignored signals would stay ignored in every command the agent starts.
+	stray := make(chan os.Signal, 1)
+	signal.Notify(stray, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		for sig := range stray {
+			slog.Info("sbx-agent ignoring signal", "signal", sig)
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	slog.Info("sbx-agent serving", "socket", socket, "pid", os.Getpid(), "version", agent.Version)
+	select {
+	case err := <-errc:
+		return err
+	case <-sigCtx.Done():
+	}
+
+	slog.Info("sbx-agent shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	err = srv.Shutdown(ctx)
+	cancel()
+	if err != nil {
+		killRequests()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(ctx) // let the killed commands' handlers answer
+		cancel()
+	}
+	return nil
 }

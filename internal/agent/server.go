@@ -6,6 +6,7 @@ package agent
 
 import (
 	"net/http"
+	"os/exec"
 
 	"github.com/sbx-dev/sbx/api"
 	"github.com/sbx-dev/sbx/internal/errdefs"
@@ -21,6 +22,9 @@ type Config struct {
 	// OutputCap is the most bytes kept per output stream of a
 	// non-streaming exec; the rest is discarded and the result flagged.
 	OutputCap int64
+	// Shell is the bash that runs commands; empty means bash found on
+	// $PATH, else /bin/bash.
+	Shell string
 }
 
 // Agent serves the sandbox-side API.
@@ -29,7 +33,9 @@ type Agent struct {
 	mux *http.ServeMux
 }
 
-// New returns an agent with its routes registered.
+// New returns an agent with its routes registered. It starts the process's
+// child reaper (see reap_linux.go); from then on nothing else in the process
+// may wait for child processes.
 func New(cfg Config) *Agent {
 	if cfg.DefaultCwd == "" {
 		cfg.DefaultCwd = "/workspace"
@@ -37,8 +43,18 @@ func New(cfg Config) *Agent {
 	if cfg.OutputCap <= 0 {
 		cfg.OutputCap = 16 << 20
 	}
+	if cfg.Shell == "" {
+		cfg.Shell = "/bin/bash"
+		if p, err := exec.LookPath("bash"); err == nil {
+			cfg.Shell = p
+		}
+	}
+	// Start reaping at once: as PID 1 the agent inherits every orphan of
+	// the sandbox, whether or not it has run a command yet.
+	theReaper()
 	a := &Agent{cfg: cfg, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /health", a.handleHealth)
+	a.mux.HandleFunc("POST /exec", a.handleExec)
 	return a
 }
 

@@ -9,8 +9,9 @@ import (
 	"errors"
 )
 
-// ErrNotExist is returned (wrapped) by Status and Destroy callers may test
-// for when the backend has no trace of a sandbox.
+// ErrNotExist is wrapped by the error of Adopt when the backend has no
+// running sandbox of that id. Status reports absence as StateAbsent with a
+// nil error, and Destroy of an absent sandbox returns nil.
 var ErrNotExist = errors.New("sandbox does not exist in backend")
 
 // Resources are the limits applied to one sandbox.

@@ -270,8 +270,7 @@ func (m *Manager) attach(e *entry, inst *backend.Instance) {
 	sock := inst.AgentSocket
 	e.agent = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			return backend.DialAgent(ctx, sock)
 		},
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,

@@ -30,6 +30,14 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, error) {
 	return body, nil
 }
 
+func (s *Server) execRoutes() []route {
+	return []route{
+		{"POST", "/v1/sandboxes/{id}/exec", true, s.handleExec, opDoc{
+			summary: "Run `bash -c command` in the sandbox, creating or waking it first. A non-zero exit code is a result, not an error.",
+			request: api.ExecRequest{}, response: api.ExecResult{}}},
+	}
+}
+
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := sandbox.ValidateID(id); err != nil {

@@ -12,9 +12,8 @@ import (
 	"github.com/sbx-dev/sbx/internal/errdefs"
 )
 
-// opDoc documents one route in the OpenAPI document. The document is built
-// from the route table and the api types by reflection, so it cannot drift
-// from the code.
+// opDoc documents one route in the OpenAPI document, which is built from the
+// route table and, by reflection, from the api types.
 type opDoc struct {
 	summary  string
 	request  any    // zero value of the JSON request body type, or nil
@@ -26,20 +25,6 @@ type opDoc struct {
 
 type param struct {
 	name, typ, desc string
-}
-
-var docs = map[string]opDoc{
-	"GET /healthz":         {summary: "Liveness of the daemon (no authentication).", response: api.Health{}},
-	"GET /metrics":         {summary: "Prometheus metrics.", stream: "text/plain"},
-	"GET /v1/openapi.json": {summary: "This document."},
-	"GET /v1/sandboxes":    {summary: "List sandboxes.", response: api.SandboxList{}},
-	"PUT /v1/sandboxes/{id}": {summary: "Create (and start) a sandbox, or return it if it exists with the same options (200). 201 when created; 409 CONFLICT if it exists with different options.",
-		request: api.CreateSandboxRequest{}, response: api.Sandbox{}, status: http.StatusCreated},
-	"GET /v1/sandboxes/{id}":       {summary: "Get a sandbox. Never creates or wakes it; 404 SANDBOX_NOT_FOUND if absent.", response: api.Sandbox{}},
-	"DELETE /v1/sandboxes/{id}":    {summary: "Destroy a sandbox and everything it owns. Idempotent.", status: http.StatusNoContent},
-	"POST /v1/sandboxes/{id}/stop": {summary: "Stop a sandbox now, as the idle reaper would. Its id and options stay; the next request starts it again.", response: api.Sandbox{}},
-	"POST /v1/sandboxes/{id}/exec": {summary: "Run `bash -c command` in the sandbox, creating or waking it first. A non-zero exit code is a result, not an error.",
-		request: api.ExecRequest{}, response: api.ExecResult{}},
 }
 
 var (
@@ -63,8 +48,7 @@ func (s *Server) buildOpenAPI() map[string]any {
 	}
 	paths := map[string]any{}
 	for _, rt := range s.routes() {
-		key := rt.method + " " + rt.pattern
-		d := docs[key]
+		d := rt.doc
 		op := map[string]any{"summary": d.summary, "operationId": operationID(rt.method, rt.pattern)}
 		var params []any
 		if strings.Contains(rt.pattern, "{id}") {

@@ -40,11 +40,13 @@ type Server struct {
 	reqs    *prometheus.HistogramVec
 }
 
-// route is one API route; the table is also what the OpenAPI test checks.
+// route is one API route with its documentation; the OpenAPI document is
+// generated from the route table, so it cannot drift from the code.
 type route struct {
 	method, pattern string
 	auth            bool
 	h               http.HandlerFunc
+	doc             opDoc
 }
 
 // New returns a Server with every route registered.
@@ -71,17 +73,33 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// routes is the whole route table. Each feature contributes its routes from
+// its own file.
 func (s *Server) routes() []route {
+	rs := []route{
+		{"GET", "/healthz", false, s.handleHealth, opDoc{
+			summary: "Liveness of the daemon (no authentication).", response: api.Health{}}},
+		{"GET", "/metrics", true, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP, opDoc{
+			summary: "Prometheus metrics.", stream: "text/plain"}},
+		{"GET", "/v1/openapi.json", true, s.handleOpenAPI, opDoc{summary: "This document."}},
+	}
+	rs = append(rs, s.lifecycleRoutes()...)
+	rs = append(rs, s.execRoutes()...)
+	return rs
+}
+
+func (s *Server) lifecycleRoutes() []route {
 	return []route{
-		{"GET", "/healthz", false, s.handleHealth},
-		{"GET", "/metrics", true, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP},
-		{"GET", "/v1/openapi.json", true, s.handleOpenAPI},
-		{"GET", "/v1/sandboxes", true, s.handleList},
-		{"PUT", "/v1/sandboxes/{id}", true, s.handleCreate},
-		{"GET", "/v1/sandboxes/{id}", true, s.handleGet},
-		{"DELETE", "/v1/sandboxes/{id}", true, s.handleDestroy},
-		{"POST", "/v1/sandboxes/{id}/stop", true, s.handleStop},
-		{"POST", "/v1/sandboxes/{id}/exec", true, s.handleExec},
+		{"GET", "/v1/sandboxes", true, s.handleList, opDoc{summary: "List sandboxes.", response: api.SandboxList{}}},
+		{"PUT", "/v1/sandboxes/{id}", true, s.handleCreate, opDoc{
+			summary: "Create (and start) a sandbox, or return it if it exists with the same options (200). 201 when created; 409 CONFLICT if it exists with different options.",
+			request: api.CreateSandboxRequest{}, response: api.Sandbox{}, status: http.StatusCreated}},
+		{"GET", "/v1/sandboxes/{id}", true, s.handleGet, opDoc{
+			summary: "Get a sandbox. Never creates or wakes it; 404 SANDBOX_NOT_FOUND if absent.", response: api.Sandbox{}}},
+		{"DELETE", "/v1/sandboxes/{id}", true, s.handleDestroy, opDoc{
+			summary: "Destroy a sandbox and everything it owns. Idempotent.", status: http.StatusNoContent}},
+		{"POST", "/v1/sandboxes/{id}/stop", true, s.handleStop, opDoc{
+			summary: "Stop a sandbox now, as the idle reaper would. Its id and options stay; the next request starts it again.", response: api.Sandbox{}}},
 	}
 }
 

@@ -79,17 +79,13 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	doc := s.buildOpenAPI()
 	paths := doc["paths"].(map[string]any)
 	for _, rt := range s.routes() {
-		d, ok := docs[rt.method+" "+rt.pattern]
-		if !ok || d.summary == "" {
+		if rt.doc.summary == "" {
 			t.Errorf("route %s %s has no documentation entry", rt.method, rt.pattern)
 		}
 		ops, _ := paths[rt.pattern].(map[string]any)
 		if ops[strings.ToLower(rt.method)] == nil {
 			t.Errorf("route %s %s missing from the document", rt.method, rt.pattern)
 		}
-	}
-	if len(docs) != len(s.routes()) {
-		t.Errorf("%d documented operations for %d routes: remove stale entries", len(docs), len(s.routes()))
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
