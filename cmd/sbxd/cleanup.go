@@ -37,6 +37,7 @@ starts it again. Run it while sbxd is not running.`,
 			if err != nil {
 				return err
 			}
+			defer be.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			ids, err := be.List(ctx)

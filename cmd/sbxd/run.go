@@ -56,7 +56,10 @@ func runDaemon(ctx context.Context, opts *options) error {
 	if opts.InsecureNoAuth && !loopback {
 		return fmt.Errorf("--insecure-no-auth is only allowed on a loopback address, not %s: anyone who can reach it could run code on this host", opts.Listen)
 	}
-	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+	// 0711: sandbox root is an unprivileged host uid (user namespace)
+	// that must traverse the data dir to its rootfs; secrets inside are
+	// 0600 files.
+	if err := os.MkdirAll(opts.DataDir, 0o711); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
 	token := ""
@@ -86,6 +89,7 @@ func runDaemon(ctx context.Context, opts *options) error {
 	if err != nil {
 		return err
 	}
+	defer be.Close()
 	st, err := store.Open(filepath.Join(opts.DataDir, "sbx.db"))
 	if err != nil {
 		return err

@@ -117,10 +117,12 @@ func StartDaemon(t TB, extra ...string) *Daemon {
 	t.Helper()
 	RequireRoot(t)
 	bin := Binaries(t)
-	// Short path: the agent's unix socket lives under the data dir and
-	// socket paths are limited to 108 bytes.
-	dataDir, err := os.MkdirTemp("/tmp", "sbx")
+	dataDir, err := os.MkdirTemp("", "sbx")
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Sandbox root is an unprivileged host uid that must traverse it.
+	if err := os.Chmod(dataDir, 0o711); err != nil {
 		t.Fatal(err)
 	}
 	d := &Daemon{t: t, Bin: bin, DataDir: dataDir, args: extra}
