@@ -134,11 +134,16 @@ func StartDaemon(t TB, extra ...string) *Daemon {
 // Start (re)starts the daemon process on a new loopback port, keeping the
 // data dir.
 func (d *Daemon) Start() {
-	t := d.t
-	t.Helper()
+	d.t.Helper()
+	if err := d.start(); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *Daemon) start() error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	d.Addr = ln.Addr().String()
 	ln.Close()
@@ -150,7 +155,7 @@ func (d *Daemon) Start() {
 	d.logs = &logBuffer{}
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	d.URL = "http://" + d.Addr
 	deadline := time.Now().Add(30 * time.Second)
@@ -159,8 +164,9 @@ func (d *Daemon) Start() {
 			c.Close()
 			break
 		}
-		if d.cmd.ProcessState != nil || time.Now().After(deadline) || !alive(d.cmd.Process.Pid) {
-			t.Fatalf("sbxd did not start:\n%s", d.logs.String())
+		if time.Now().After(deadline) || !alive(d.cmd.Process.Pid) {
+			d.Kill()
+			return fmt.Errorf("sbxd did not start:\n%s", d.logs.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -168,9 +174,7 @@ func (d *Daemon) Start() {
 		d.Token = strings.TrimSpace(string(tok))
 	}
 	d.Client, err = client.New(client.WithURL(d.URL), client.WithToken(d.Token))
-	if err != nil {
-		t.Fatal(err)
-	}
+	return err
 }
 
 func alive(pid int) bool {
@@ -240,11 +244,13 @@ func (d *Daemon) CLI(stdin io.Reader, args ...string) (stdout, stderr string, co
 // data dir; whatever a failed test left behind goes too.
 func (d *Daemon) cleanup() {
 	if d.cmd == nil {
-		d.Start()
+		_ = d.start()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if list, err := d.Client.List(ctx); err == nil {
+	if d.Client == nil {
+		// Never started; the cleanup command below removes leftovers.
+	} else if list, err := d.Client.List(ctx); err == nil {
 		for _, sb := range list {
 			if err := d.Client.Sandbox(sb.ID).Destroy(ctx); err != nil {
 				d.t.Errorf("cleanup: destroying %s: %v", sb.ID, err)

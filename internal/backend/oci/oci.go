@@ -126,6 +126,9 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	sandboxes := filepath.Join(dataDir, "sandboxes")
+	if agent, err = installAgent(agent, dataDir); err != nil {
+		return nil, fmt.Errorf("installing agent binary: %w", err)
+	}
 
 	sum := sha256.Sum256([]byte(dataDir))
 	b := &Backend{

@@ -266,7 +266,7 @@ func TestBuildSpec(t *testing.T) {
 			if s.Root.Path != p.rootfs || s.Linux.CgroupsPath != p.cgroupsPath {
 				t.Errorf("root %q cgroupsPath %q", s.Root.Path, s.Linux.CgroupsPath)
 			}
-			if got := strings.Join(s.Process.Args, " "); got != "/.sbx/agent --socket /run/sbx/agent.sock" {
+			if got := strings.Join(s.Process.Args, " "); got != "/.sbx/sbx-agent --socket /run/sbx/agent.sock" {
 				t.Errorf("args = %q", got)
 			}
 			if s.Process.User.UID != 0 || s.Process.Cwd != "/" || !s.Process.NoNewPrivileges {
@@ -340,7 +340,7 @@ func TestBuildSpec(t *testing.T) {
 			for _, m := range s.Mounts {
 				mounts[m.Destination] = m.Options
 			}
-			for dest, opt := range map[string]string{"/sys": "ro", "/sys/fs/cgroup": "ro", "/.sbx/agent": "ro", "/run/sbx": "rw", "/proc": "nosuid"} {
+			for dest, opt := range map[string]string{"/sys": "ro", "/sys/fs/cgroup": "ro", "/.sbx/sbx-agent": "ro", "/run/sbx": "rw", "/proc": "nosuid"} {
 				if !slices.Contains(mounts[dest], opt) {
 					t.Errorf("mount %s options %v lack %s", dest, mounts[dest], opt)
 				}

@@ -11,7 +11,7 @@ import (
 
 // Paths inside the sandbox.
 const (
-	agentInSandbox  = "/.sbx/agent"
+	agentInSandbox  = "/.sbx/sbx-agent"
 	runInSandbox    = "/run/sbx"
 	socketInSandbox = runInSandbox + "/agent.sock"
 )
