@@ -13,11 +13,15 @@ import (
 const DefaultRootfs = "/var/lib/sbx/images/default/rootfs"
 
 // Rootfs returns the root filesystem sandboxes under test start from:
-// $SBX_TEST_ROOTFS, else DefaultRootfs. Without one the test fails when $CI
-// is set and is skipped otherwise.
+// $SBX_TEST_ROOTFS, else default/rootfs in $SBX_TEST_IMAGES, else
+// DefaultRootfs. Without one the test fails when $CI is set and is skipped
+// otherwise.
 func Rootfs(t testing.TB) string {
 	t.Helper()
 	p := os.Getenv("SBX_TEST_ROOTFS")
+	if p == "" && os.Getenv("SBX_TEST_IMAGES") != "" {
+		p = filepath.Join(os.Getenv("SBX_TEST_IMAGES"), "default", "rootfs")
+	}
 	if p == "" {
 		p = DefaultRootfs
 	}

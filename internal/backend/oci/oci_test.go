@@ -445,15 +445,32 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestNewRefusesLongDataDir(t *testing.T) {
-	requireRuntime(t, "runc")
-	dir := "/tmp/" + strings.Repeat("d", 40)
-	_, err := New(Config{DataDir: dir, AgentPath: "/bin/true", Runtime: "runc"})
-	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "too long") {
-		t.Fatalf("New with a %d-byte data dir = %v, want a too-long error", len(dir), err)
+// TestLongDataDir checks that a data dir too long for a unix socket address
+// still works: the agent socket is reached through /proc/self/fd.
+func TestLongDataDir(t *testing.T) {
+	backendtest.RequireRoot(t)
+	requireRuntime(t, "crun")
+	rootfs := backendtest.Rootfs(t)
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60))
+	b := harness("crun", false).Open(t, dir)
+	id := strings.Repeat("x", 63)
+	ctx := context.Background()
+	inst, err := b.Start(ctx, backend.Spec{ID: id, Rootfs: rootfs,
+		Resources: backend.Resources{MemoryBytes: 256 << 20, MilliCPU: 500, Pids: 128}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(dir); err == nil {
-		t.Errorf("New created %s although it refused it", dir)
+	defer b.Destroy(ctx, id)
+	if len(inst.AgentSocket) <= 107 {
+		t.Fatalf("socket path %s is short; the test proves nothing", inst.AgentSocket)
+	}
+	conn, err := backend.DialAgent(ctx, inst.AgentSocket)
+	if err != nil {
+		t.Fatalf("dialing a long socket path: %v", err)
+	}
+	conn.Close()
+	if err := b.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 }
 
