@@ -451,7 +451,13 @@ func TestLongDataDir(t *testing.T) {
 	backendtest.RequireRoot(t)
 	requireRuntime(t, "crun")
 	rootfs := backendtest.Rootfs(t)
-	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60))
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(base, strings.Repeat("d", 60))
 	b := harness("crun", false).Open(t, dir)
 	id := strings.Repeat("x", 63)
 	ctx := context.Background()
