@@ -25,9 +25,11 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# image builds the default image (cached; a no-op when up to date).
+# image builds the default and python images (cached; no-ops when up to date).
 image: build
 	$(BIN)/sbxd image build default --images-dir $(IMAGES)
+	$(BIN)/sbxd image build python --images-dir $(IMAGES)
+	$(BIN)/sbxd image build python --images-dir $(IMAGES)
 
 # up installs, builds and starts sbxd on 127.0.0.1:7070 in the foreground
 # (root). The default image is built on first start.
