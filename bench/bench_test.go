@@ -96,13 +96,21 @@ func BenchmarkWarmExec(b *testing.B) {
 	})
 }
 
-// BenchmarkBaselineForkExec is a bare Go fork/exec of true on the host.
+// BenchmarkBaselineForkExec is a bare Go fork/exec on the host: of true,
+// and of `bash -c true`, which is what an exec runs.
 func BenchmarkBaselineForkExec(b *testing.B) {
-	timeIt(b, func(int) {
-		if err := exec.Command("true").Run(); err != nil {
-			b.Fatal(err)
-		}
-	})
+	for _, c := range []struct {
+		name string
+		argv []string
+	}{{"true", []string{"true"}}, {"bash", []string{"bash", "-c", "true"}}} {
+		b.Run(c.name, func(b *testing.B) {
+			timeIt(b, func(int) {
+				if err := exec.Command(c.argv[0], c.argv[1:]...).Run(); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkBaselineRuntimeRun is `<runtime> run` of a container running
