@@ -40,7 +40,7 @@ func TestExec(t *testing.T) {
 		{name: "killed by SIGKILL", req: api.ExecRequest{Command: "echo before; kill -KILL $$; echo after"}, wantStdout: "before\n", wantExit: 128 + 9},
 		{name: "default cwd", req: api.ExecRequest{Command: "pwd"}, wantStdout: cfg.DefaultCwd + "\n"},
 		{name: "absolute cwd", req: api.ExecRequest{Command: "pwd", Cwd: "/"}, wantStdout: "/\n"},
-		{name: "relative cwd is under the default", req: api.ExecRequest{Command: "pwd", Cwd: "sub dir"}, wantStdout: sub + "\n"},
+		{name: "cwd with a space", req: api.ExecRequest{Command: "pwd", Cwd: sub}, wantStdout: sub + "\n"},
 		{name: "env", req: api.ExecRequest{Command: `printf '%s|%s' "$FOO" "$EMPTY"`, Env: map[string]string{"FOO": "bar baz", "EMPTY": ""}}, wantStdout: "bar baz|"},
 		{name: "stdin", req: api.ExecRequest{Command: "cat", Stdin: ptr("line 1\nline 2\n")}, wantStdout: "line 1\nline 2\n"},
 		{name: "empty stdin", req: api.ExecRequest{Command: "cat; echo done", Stdin: ptr("")}, wantStdout: "done\n"},
@@ -76,14 +76,14 @@ func trunc(s string) string {
 }
 
 func TestExecEnvInheritsAndOverrides(t *testing.T) {
-	t.Setenv("SBX_TEST_KEPT", "from agent")
-	t.Setenv("SBX_TEST_REPLACED", "from agent")
+	t.Setenv("SBXAGENTTEST_KEPT", "from agent")
+	t.Setenv("SBXAGENTTEST_REPLACED", "from agent")
 	c, _ := startAgent(t, Config{})
 	res := c.exec(t, api.ExecRequest{
-		Command: "env | grep ^SBX_TEST_ | sort",
-		Env:     map[string]string{"SBX_TEST_REPLACED": "from request", "SBX_TEST_ADDED": "a=b"},
+		Command: "env | grep ^SBXAGENTTEST_ | sort",
+		Env:     map[string]string{"SBXAGENTTEST_REPLACED": "from request", "SBXAGENTTEST_ADDED": "a=b"},
 	})
-	want := "SBX_TEST_ADDED=a=b\nSBX_TEST_KEPT=from agent\nSBX_TEST_REPLACED=from request\n"
+	want := "SBXAGENTTEST_ADDED=a=b\nSBXAGENTTEST_KEPT=from agent\nSBXAGENTTEST_REPLACED=from request\n"
 	if res.Stdout != want {
 		t.Errorf("environment:\n%s\nwant:\n%s", res.Stdout, want)
 	}
@@ -114,10 +114,10 @@ func TestExecInvalidRequest(t *testing.T) {
 		{"malformed JSON", `{"command":`, "not valid JSON"},
 		{"trailing data", `{"command":"true"} {}`, "data after the JSON object"},
 		{"missing cwd", `{"command":"true","cwd":"/no/such/dir"}`, `"/no/such/dir" does not exist`},
-		{"missing relative cwd", `{"command":"true","cwd":"nope"}`, filepath.Join(cfg.DefaultCwd, "nope")},
+		{"relative cwd", `{"command":"true","cwd":"nope"}`, `cwd "nope" must be an absolute path`},
 		{"cwd is a file", fmt.Sprintf(`{"command":"true","cwd":%q}`, file), file + `" is not a directory`},
-		{"env key with =", `{"command":"true","env":{"A=B":"x"}}`, `env key "A=B"`},
-		{"empty env key", `{"command":"true","env":{"":"x"}}`, `env key ""`},
+		{"env key with =", `{"command":"true","env":{"A=B":"x"}}`, `"A=B" must not contain '='`},
+		{"empty env key", `{"command":"true","env":{"":"x"}}`, "names must not be empty"},
 		{"env value with NUL", `{"command":"true","env":{"A":"x\u0000y"}}`, "NUL"},
 		{"command with NUL", `{"command":"true\u0000"}`, "NUL"},
 		{"negative timeout", `{"command":"true","timeoutMs":-1}`, "timeoutMs"},
