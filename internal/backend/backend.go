@@ -41,6 +41,21 @@ type Spec struct {
 	// Env is the environment of the agent (and so the default of every
 	// command it starts).
 	Env []string
+	// Network is the sandbox's network policy; the zero value is
+	// internet egress (on backends with Capabilities.Egress).
+	Network Network
+}
+
+// Network is the network policy of a sandbox. Whatever it says, a sandbox
+// never reaches the host, other sandboxes or api.BlockedNetworks.
+type Network struct {
+	// None gives the sandbox a loopback interface only.
+	None bool
+	// Allow, when not empty, limits outbound connections to these
+	// destinations; Deny refuses destinations and takes precedence.
+	// Entries are IPv4 addresses, CIDR prefixes or host names as
+	// api.Network.Validate accepts them; host names are resolved by Start.
+	Allow, Deny []string
 }
 
 // Instance is a started sandbox.
@@ -75,6 +90,10 @@ type Capabilities struct {
 	DiskQuota bool
 	// CPULimit, MemoryLimit and PidsLimit report which cgroup limits apply.
 	CPULimit, MemoryLimit, PidsLimit bool
+	// Egress is true when sandboxes get outbound IPv4 and DNS and
+	// Spec.Network is enforced. Without it every sandbox has a loopback
+	// interface only.
+	Egress bool
 }
 
 // Backend runs sandboxes.

@@ -15,7 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountEntry is the part of a /proc/self/mountinfo line this package uses.
+// mountEntry is the part of a mountinfo line this package uses. Mount
+// tables are read from /proc/thread-self: inMountNamespace may have moved
+// the process's main thread into a private namespace for good (a locked
+// goroutine that ends on the main thread wedges it there), and
+// /proc/self shows the main thread's view.
 type mountEntry struct {
 	Point   string // mount point, unescaped
 	FSType  string
@@ -59,7 +63,7 @@ func unescapeOctal(s string) string {
 }
 
 func readMountInfo() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}

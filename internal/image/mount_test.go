@@ -174,7 +174,7 @@ func TestInMountNamespace(t *testing.T) {
 		}
 		defer unmount()
 		// Processes started here see the mounts ...
-		childSaw, err = exec.Command("cat", "/proc/self/mountinfo").Output()
+		childSaw, err = exec.Command("cat", "/proc/thread-self/mountinfo").Output()
 		if err != nil {
 			return err
 		}

@@ -33,8 +33,16 @@ type fakeBackend struct {
 
 type fakeBox struct {
 	srv  *http.Server
+	ln   net.Listener
 	sock string
 	dead bool
+}
+
+// close stops serving at once: the listener is closed here rather than by
+// a Serve goroutine that may not have started yet.
+func (b *fakeBox) close() {
+	b.ln.Close()
+	b.srv.Close()
 }
 
 func newFakeBackend(t *testing.T) *fakeBackend {
@@ -46,7 +54,7 @@ func newFakeBackend(t *testing.T) *fakeBackend {
 	t.Cleanup(func() {
 		fb.mu.Lock()
 		for _, b := range fb.boxes {
-			b.srv.Close()
+			b.close()
 		}
 		fb.mu.Unlock()
 		os.RemoveAll(dir)
@@ -74,7 +82,7 @@ func (f *fakeBackend) Start(ctx context.Context, spec backend.Spec) (*backend.In
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	f.mu.Lock()
-	f.boxes[spec.ID] = &fakeBox{srv: srv, sock: sock}
+	f.boxes[spec.ID] = &fakeBox{srv: srv, ln: ln, sock: sock}
 	f.mu.Unlock()
 	return &backend.Instance{ID: spec.ID, AgentSocket: sock}, nil
 }
@@ -93,7 +101,7 @@ func (f *fakeBackend) Destroy(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if b := f.boxes[id]; b != nil {
-		b.srv.Close()
+		b.close()
 		delete(f.boxes, id)
 	}
 	return nil
@@ -126,7 +134,7 @@ func (f *fakeBackend) kill(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if b := f.boxes[id]; b != nil {
-		b.srv.Close()
+		b.close()
 		b.dead = true
 	}
 }

@@ -255,7 +255,7 @@ func contains(list []string, s string) bool {
 
 // mountsNaming returns the host mount points with id in their path.
 func mountsNaming(t testing.TB, id string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func mountsNaming(t testing.TB, id string) []string {
 // cgroupsNaming returns the cgroup directories, in any hierarchy, whose
 // name contains id.
 func cgroupsNaming(t testing.TB, id string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ type cgroupMount struct {
 // cgroupMounts lists the cgroup hierarchies mounted in this mount
 // namespace.
 func cgroupMounts() ([]cgroupMount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ func unmount(target string) error {
 // mountsUnder returns the mount points at or below dir in this process's
 // mount namespace, deepest last.
 func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
