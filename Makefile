@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Debian packages sbx needs at run time and in tests.
 DEB_PKGS  := runc crun debootstrap iproute2 nftables ca-certificates procps
 
-.PHONY: all build deps image up test test-unit bench clean
+.PHONY: all build deps s3 image up test test-unit bench clean
 
 all: build
 
@@ -36,8 +36,13 @@ image: build
 up: deps build
 	$(BIN)/sbxd --listen 127.0.0.1:7070
 
+# s3 installs versitygw, the S3-compatible server of the blob store's
+# end-to-end tests.
+s3:
+	bash hack/install-s3.sh
+
 # test runs the whole suite (root: sandboxes are real).
-test: deps image
+test: deps s3 image
 	$(GO) vet ./...
 	SBX_TEST_IMAGES=$(IMAGES) $(GO) test -count=1 -timeout 60m ./...
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs versitygw, the S3-compatible server that the blob store's
-# end-to-end tests (internal/blob/s3/s3_real_test.go) run on loopback.
+# end-to-end tests (internal/blob/s3/s3_real_test.go) run on loopback; `make test` runs it.
 # It is built from source with `go install` (the Go module proxy is the
 # only source of binaries here). Idempotent: a binary of the pinned version
 # already in place is kept. A cold build takes about 2.5 minutes on 2 cores.
