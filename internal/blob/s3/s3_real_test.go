@@ -29,7 +29,7 @@ import (
 
 // These tests run the store against a real S3-compatible server,
 // versitygw with its posix backend, started on loopback. The binary is
-// $SBX_TEST_S3_BIN or versitygw on PATH (.ci/install-s3.sh installs it).
+// $SBX_TEST_S3_BIN or versitygw on PATH (hack/install-s3.sh installs it).
 // Without it they skip, except under CI, where they fail.
 
 const (
@@ -47,9 +47,9 @@ func versitygwBin(t *testing.T) string {
 		return p
 	}
 	if os.Getenv("CI") != "" {
-		t.Fatalf("versitygw is not installed (CI must run .ci/install-s3.sh, or set SBX_TEST_S3_BIN): %v", err)
+		t.Fatalf("versitygw is not installed (CI must run hack/install-s3.sh, or set SBX_TEST_S3_BIN): %v", err)
 	}
-	t.Skipf("versitygw not found (run .ci/install-s3.sh or set SBX_TEST_S3_BIN): %v", err)
+	t.Skipf("versitygw not found (run hack/install-s3.sh or set SBX_TEST_S3_BIN): %v", err)
 	return ""
 }
 
