@@ -25,6 +25,8 @@ type Sandbox struct {
 	Env          map[string]string `json:"env,omitempty"`
 	SleepAfter   Duration          `json:"sleepAfter"`
 	KeepAlive    bool              `json:"keepAlive"`
+	Network      *Network          `json:"network,omitempty"`
+	Persistent   bool              `json:"persistent,omitempty"`
 	CreatedAt    time.Time         `json:"createdAt"`
 	LastActiveAt time.Time         `json:"lastActiveAt"`
 }
@@ -48,6 +50,13 @@ type CreateSandboxRequest struct {
 	SleepAfter Duration `json:"sleepAfter,omitempty"`
 	// KeepAlive disables the idle stop.
 	KeepAlive bool `json:"keepAlive,omitempty"`
+	// Network is the network policy, "internet" (default), "none" or an
+	// object with allow and deny lists; see Network in network.go.
+	Network *Network `json:"network,omitempty"`
+	// Persistent keeps the sandbox's whole file system across stops,
+	// idle stops and daemon restarts (processes are not kept); see
+	// api/backup.go.
+	Persistent bool `json:"persistent,omitempty"`
 }
 
 // ExecRequest is the body of POST /v1/sandboxes/{id}/exec.
@@ -64,6 +73,9 @@ type ExecRequest struct {
 	// TimeoutMs kills the command's process group after this many
 	// milliseconds; 0 means no timeout.
 	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+	// Session runs the command in that session's persistent shell (see
+	// api/session.go); empty runs it in a fresh shell of its own.
+	Session string `json:"session,omitempty"`
 }
 
 // ExecResult is the response of a non-streaming exec. A non-zero exit code is

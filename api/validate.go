@@ -38,5 +38,10 @@ func (r *ExecRequest) Validate() error {
 	if r.Cwd != "" && !strings.HasPrefix(r.Cwd, "/") {
 		return fmt.Errorf("cwd %q must be an absolute path", r.Cwd)
 	}
+	if r.Session != "" {
+		if err := ValidateSessionID(r.Session); err != nil {
+			return err
+		}
+	}
 	return ValidateEnv(r.Env)
 }

@@ -62,6 +62,7 @@ standard-3 (2 vCPU, 8 GiB), standard-4 (4 vCPU, 12 GiB).`,
 	f.StringVarP(&req.InstanceType, "instance-type", "t", "", "size: lite, basic, standard-1 … standard-4")
 	f.DurationVar(&sleepAfter, "sleep-after", 0, "idle time before the sandbox is stopped (default 10m)")
 	f.BoolVar(&req.KeepAlive, "keep-alive", false, "never stop the sandbox for idleness")
+	f.BoolVar(&req.Persistent, "persistent", false, "keep the whole file system across stops and daemon restarts (sbx rm --purge discards it)")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE for every command (repeatable)")
 	return cmd
 }
@@ -156,7 +157,8 @@ func stopCmd(g *globals) *cobra.Command {
 }
 
 func rmCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var purge bool
+	cmd := &cobra.Command{
 		Use:     "rm ID...",
 		Aliases: []string{"destroy"},
 		Short:   "Destroy sandboxes and everything in them (idempotent)",
@@ -167,7 +169,11 @@ func rmCmd(g *globals) *cobra.Command {
 				return err
 			}
 			for _, id := range args {
-				if err := c.Sandbox(id).Destroy(cmd.Context()); err != nil {
+				destroy := c.Sandbox(id).Destroy
+				if purge {
+					destroy = c.Sandbox(id).Purge
+				}
+				if err := destroy(cmd.Context()); err != nil {
 					return err
 				}
 				if !g.json {
@@ -177,4 +183,6 @@ func rmCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the stored file system of a persistent sandbox")
+	return cmd
 }

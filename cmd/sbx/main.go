@@ -65,6 +65,11 @@ The daemon's address and token come from --url/--token or the environment:
 	pf.StringVar(&g.token, "token", "", "API token (default $SBX_TOKEN)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(createCmd(g), lsCmd(g), statusCmd(g), stopCmd(g), rmCmd(g), execCmd(g))
+	root.AddCommand(exposeCmd(g), portsCmd(g), unexposeCmd(g), gitCmd(g))
+	root.AddCommand(runCmd(g), contextCmd(g))
+	root.AddCommand(sessionsCmd(g), envCmd(g), startCmd(g), psCmd(g), killCmd(g), logsCmd(g), waitCmd(g), shellCmd(g))
+	addFileCommands(root, g)
+	root.AddCommand(backupCmd(g), mountCmd(g), unmountCmd(g))
 	return root
 }
 

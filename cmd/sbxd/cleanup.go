@@ -33,7 +33,11 @@ starts it again. Run it while sbxd is not running.`,
 			if err != nil {
 				return err
 			}
-			be, err := oci.New(oci.Config{DataDir: opts.DataDir, AgentPath: agent, Runtime: opts.Runtime, Logger: log})
+			ociCfg := oci.Config{DataDir: opts.DataDir, AgentPath: agent, Runtime: opts.Runtime, Logger: log}
+			if err := opts.networkOptions.apply(&ociCfg); err != nil {
+				return err
+			}
+			be, err := oci.New(ociCfg)
 			if err != nil {
 				return err
 			}

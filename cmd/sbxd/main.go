@@ -34,6 +34,9 @@ type options struct {
 	DefaultImage      string        `json:"default-image"`
 	SkipImageBuild    bool          `json:"no-image-build"`
 	ReapInterval      time.Duration `json:"-"`
+	previewOptions
+	blobOptions
+	networkOptions
 }
 
 // imagesDir is where built images live.
@@ -94,6 +97,7 @@ on the command line win over the file.`,
 	pf.StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&opts.Runtime, "runtime", "crun", "OCI runtime: crun (faster here) or runc")
 	pf.StringVar(&opts.AgentPath, "agent", "", "path of the sbx-agent binary (default: sbx-agent beside sbxd)")
+	opts.networkOptions.addFlags(pf)
 	f := root.Flags()
 	f.StringVar(&opts.Listen, "listen", "127.0.0.1:7070", "address to serve the API on")
 	f.IntVar(&opts.MaxSandboxes, "max-sandboxes", 200, "most sandboxes running at once on this host; more get 429 CAPACITY_EXCEEDED")
@@ -103,6 +107,8 @@ on the command line win over the file.`,
 	f.BoolVar(&opts.SkipImageBuild, "no-image-build", false, "do not build the default image on start if it is missing")
 	f.DurationVar(&opts.ReapInterval, "reap-interval", 5*time.Second, "how often to look for idle sandboxes")
 	_ = f.MarkHidden("reap-interval") // for tests
+	opts.previewOptions.addFlags(f)
+	opts.blobOptions.addFlags(f)
 	root.AddCommand(imageCmd(opts), cleanupCmd(opts))
 	return root
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sbx-dev/sbx/internal/backend/oci"
+	"github.com/sbx-dev/sbx/internal/bucketmount"
 	"github.com/sbx-dev/sbx/internal/image"
 	"github.com/sbx-dev/sbx/internal/sandbox"
 	"github.com/sbx-dev/sbx/internal/server"
@@ -53,6 +54,10 @@ func runDaemon(ctx context.Context, opts *options) error {
 	if err != nil {
 		return err
 	}
+	previewCfg, err := previewConfig(opts)
+	if err != nil {
+		return err
+	}
 	if opts.InsecureNoAuth && !loopback {
 		return fmt.Errorf("--insecure-no-auth is only allowed on a loopback address, not %s: anyone who can reach it could run code on this host", opts.Listen)
 	}
@@ -85,7 +90,11 @@ func runDaemon(ctx context.Context, opts *options) error {
 		}
 	}
 
-	be, err := oci.New(oci.Config{DataDir: opts.DataDir, AgentPath: agentPath, Runtime: opts.Runtime, Logger: log})
+	ociCfg := oci.Config{DataDir: opts.DataDir, AgentPath: agentPath, Runtime: opts.Runtime, Logger: log}
+	if err := opts.networkOptions.apply(&ociCfg); err != nil {
+		return err
+	}
+	be, err := oci.New(ociCfg)
 	if err != nil {
 		return err
 	}
@@ -95,23 +104,36 @@ func runDaemon(ctx context.Context, opts *options) error {
 		return err
 	}
 	defer st.Close()
+	previews := server.NewPreviews(st, previewCfg, log)
+	defer previews.Close()
 
-	mgr := sandbox.New(sandbox.Config{
-		Backend: be, Store: st, Images: images, Logger: log,
+	var mgr *sandbox.Manager
+	backups, err := newBackups(ctx, &opts.blobOptions, opts.DataDir, st, &mgr, log)
+	if err != nil {
+		return err
+	}
+	mgr = sandbox.New(sandbox.Config{
+		Backend: be, Store: st, Images: images, Logger: log, FS: backups,
 		DefaultImage: opts.DefaultImage, DefaultSleepAfter: opts.DefaultSleepAfter,
-		MaxRunning: opts.MaxSandboxes, ReapInterval: opts.ReapInterval,
+		MaxRunning: opts.MaxSandboxes, ReapInterval: opts.ReapInterval, OnStop: previews.SandboxStopped,
 	})
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)
 	}
 	defer mgr.Close()
+	gcCtx, stopGC := context.WithCancel(ctx)
+	defer stopGC()
+	go backups.Run(gcCtx)
 
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return err
 	}
+	srvCfg := server.Config{Manager: mgr, Token: token, Logger: log, Version: version,
+		Backups: backups, Mounts: bucketmount.New(mgr, log)}
+	srvCfg.Previews = previews
 	srv := &http.Server{
-		Handler:           server.New(server.Config{Manager: mgr, Token: token, Logger: log, Version: version}),
+		Handler:           server.New(srvCfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -8,8 +8,8 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,8 +30,19 @@ const (
 	killWait = 2 * time.Second
 )
 
+// Output streams, as the pumps number them.
+const (
+	stdout = 0
+	stderr = 1
+)
+
+var streamNames = [2]string{api.EventStdout, api.EventStderr}
+
+func invalid(err error) error { return fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err) }
+
 // handleExec serves POST /exec: run one command to completion and return its
-// output. A non-zero exit is a result, not an error.
+// output, or stream it as server-sent events when the client accepts
+// text/event-stream. A non-zero exit is a result, not an error.
 func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	var req api.ExecRequest
 	if err := errdefs.DecodeJSON(r, &req); err != nil {
@@ -43,106 +54,103 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		errdefs.Write(w, err)
 		return
 	}
-	res, err := c.run(r.Context(), a.cfg.OutputCap)
+	if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		a.streamExec(w, r, c)
+		return
+	}
+	sink := &captureSink{c: [2]*capture{newCapture(a.cfg.OutputCap), newCapture(a.cfg.OutputCap)}}
+	o, err := a.run(r.Context(), c, sink, nil)
 	if err != nil {
 		errdefs.Write(w, err)
 		return
 	}
+	res := &api.ExecResult{ExitCode: o.exitCode, Success: o.exitCode == 0 && !o.timedOut,
+		DurationMs: o.duration.Milliseconds(), TimedOut: o.timedOut}
+	res.Stdout, res.StdoutTruncated = sink.c[stdout].detach()
+	res.Stderr, res.StderrTruncated = sink.c[stderr].detach()
 	errdefs.WriteJSON(w, http.StatusOK, res)
 }
 
 // command is a validated ExecRequest, ready to start. Streaming exec,
-// background processes and sessions start from the same validation.
+// sessions and background processes start from the same validation.
 type command struct {
-	shell   string
 	script  string
-	dir     string
-	env     []string
+	dir     string   // "" in a session: the session's own
+	env     []string // full environment (one-shot) or nil
+	extra   map[string]string
 	stdin   *string
 	timeout time.Duration // 0: none
+	session string
 }
 
-// newCommand validates req against the agent's configuration. Every
-// problem is an errdefs.ErrInvalidArgument naming what to fix.
+// newCommand validates req with the same validator sbxd uses, then checks
+// what only the sandbox can: the working directory. Every problem is an
+// errdefs.ErrInvalidArgument naming what to fix.
 func (a *Agent) newCommand(req *api.ExecRequest) (*command, error) {
-	if req.Command == "" {
-		return nil, fmt.Errorf("%w: command is empty; pass the shell command to run", errdefs.ErrInvalidArgument)
+	if err := req.Validate(); err != nil {
+		return nil, invalid(err)
 	}
-	if strings.IndexByte(req.Command, 0) >= 0 {
-		return nil, fmt.Errorf("%w: command contains a NUL byte", errdefs.ErrInvalidArgument)
-	}
-	if req.TimeoutMs < 0 {
-		return nil, fmt.Errorf("%w: timeoutMs is %d; use a positive number of milliseconds or 0 for no timeout", errdefs.ErrInvalidArgument, req.TimeoutMs)
-	}
-	dir, err := a.resolveCwd(req.Cwd)
-	if err != nil {
-		return nil, err
-	}
-	env, err := mergeEnv(os.Environ(), req.Env)
-	if err != nil {
-		return nil, err
-	}
-	c := &command{shell: a.cfg.Shell, script: req.Command, dir: dir, env: env, stdin: req.Stdin}
+	c := &command{script: req.Command, extra: req.Env, stdin: req.Stdin, session: req.Session}
 	// Beyond ~292 years the Duration overflows; such a timeout is none.
 	if req.TimeoutMs > 0 && req.TimeoutMs <= math.MaxInt64/int64(time.Millisecond) {
 		c.timeout = time.Duration(req.TimeoutMs) * time.Millisecond
 	}
+	if req.Session != "" {
+		if err := api.ValidateShellNames(req.Env); err != nil {
+			return nil, invalid(fmt.Errorf("%v (commands in a session get their env from its shell)", err))
+		}
+		if req.Cwd != "" {
+			if err := checkDir(req.Cwd); err != nil {
+				return nil, err
+			}
+		}
+		c.dir = req.Cwd
+		return c, nil
+	}
+	c.dir = a.cfg.DefaultCwd
+	if req.Cwd != "" {
+		c.dir = req.Cwd
+	}
+	if err := checkDir(c.dir); err != nil {
+		return nil, err
+	}
+	c.env = mergeEnv(a.env.environ(), req.Env)
 	return c, nil
 }
 
-// resolveCwd returns the directory a command runs in: cwd, relative to the
-// default working directory unless absolute, or the default itself.
-func (a *Agent) resolveCwd(cwd string) (string, error) {
-	dir := a.cfg.DefaultCwd
-	if cwd != "" {
-		dir = cwd
-		if !filepath.IsAbs(cwd) {
-			dir = filepath.Join(a.cfg.DefaultCwd, cwd)
-		}
-	}
+// checkDir checks that dir is an existing directory.
+func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("%w: working directory %q does not exist; create it or pass another cwd", errdefs.ErrInvalidArgument, dir)
+		return fmt.Errorf("%w: working directory %q does not exist; create it or pass another cwd", errdefs.ErrInvalidArgument, dir)
 	case err != nil:
-		return "", fmt.Errorf("%w: working directory %q: %v", errdefs.ErrInvalidArgument, dir, err)
+		return fmt.Errorf("%w: working directory %q: %v", errdefs.ErrInvalidArgument, dir, err)
 	case !fi.IsDir():
-		return "", fmt.Errorf("%w: working directory %q is not a directory", errdefs.ErrInvalidArgument, dir)
+		return fmt.Errorf("%w: working directory %q is not a directory", errdefs.ErrInvalidArgument, dir)
 	}
-	return dir, nil
+	return nil
 }
 
-// mergeEnv returns base with the variables of extra added, replacing those
-// of the same name. Keys are checked in sorted order so the error a request
-// gets does not depend on map iteration.
-func mergeEnv(base []string, extra map[string]string) ([]string, error) {
-	if len(extra) == 0 {
-		return base, nil
-	}
-	keys := make([]string, 0, len(extra))
-	for k, v := range extra {
-		keys = append(keys, k)
-		if strings.IndexByte(v, 0) >= 0 {
-			return nil, fmt.Errorf("%w: env %q: value contains a NUL byte", errdefs.ErrInvalidArgument, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return nil, fmt.Errorf("%w: env key %q is not a valid variable name: it must be non-empty and contain no '=' or NUL", errdefs.ErrInvalidArgument, k)
-		}
-	}
-	env := make([]string, 0, len(base)+len(keys))
+// mergeEnv returns a new slice: base with the variables of extra added,
+// replacing those of the same name. extra is already validated.
+func mergeEnv(base []string, extra map[string]string, more ...string) []string {
+	env := make([]string, 0, len(base)+len(extra)+len(more))
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		if _, ok := extra[k]; !ok {
 			env = append(env, kv)
 		}
 	}
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
 	for _, k := range keys {
 		env = append(env, k+"="+extra[k])
 	}
-	return env, nil
+	return append(env, more...)
 }
 
 // devNull is the standard input of commands that get none: they read
@@ -150,13 +158,40 @@ func mergeEnv(base []string, extra map[string]string) ([]string, error) {
 // descriptor serves every command.
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
-// run starts c in its own process group, waits for it and returns its
-// output, keeping at most outputCap bytes per stream. When the timeout
-// expires or ctx is cancelled, the whole group is killed and reaped before
-// run returns (short of a process stuck in uninterruptible sleep for longer
-// than killWait). Jobs a command leaves in the background when it exits by
-// itself keep running; their later output is drained and discarded.
-func (c *command) run(ctx context.Context, outputCap int64) (*api.ExecResult, error) {
+// outcome is how a command ended.
+type outcome struct {
+	exitCode int
+	timedOut bool
+	duration time.Duration
+}
+
+// outputSink receives a command's output in the order the pumps read it.
+// write may block, which holds the command back (a slow stream reader).
+type outputSink interface {
+	write(stream int, p []byte) // p is reused once write returns
+	// detach ends delivery: later output is discarded.
+	detach()
+}
+
+// run runs c (in its session, if it names one) and delivers its output to
+// sink. started, if not nil, learns the pid before any output. When the
+// timeout expires or ctx is cancelled, the command's whole process tree is
+// killed before run returns; a cancelled run returns an error, a timed-out
+// one an outcome with timedOut set. Jobs a command leaves in the background
+// when it exits by itself keep running; their later output is discarded.
+func (a *Agent) run(ctx context.Context, c *command, sink outputSink, started func(pid int)) (*outcome, error) {
+	if c.session != "" {
+		s, err := a.sessions.get(c.session)
+		if err != nil {
+			return nil, err
+		}
+		return s.run(ctx, c, sink, started)
+	}
+	return a.runOnce(ctx, c, sink, started)
+}
+
+// runOnce runs c as `bash -c` in a process group of its own.
+func (a *Agent) runOnce(ctx context.Context, c *command, sink outputSink, started func(pid int)) (*outcome, error) {
 	var files []*os.File // every descriptor opened here, for the error path
 	closeAll := func() {
 		for _, f := range files {
@@ -196,17 +231,18 @@ func (c *command) run(ctx context.Context, outputCap int64) (*api.ExecResult, er
 		return nil, fmt.Errorf("create stderr pipe: %w", err)
 	}
 
+	scope := "e" + strconv.FormatUint(a.seq.Add(1), 10)
 	start := time.Now()
 	p, err := startProcess(&startSpec{
-		path:  c.shell,
+		path:  a.cfg.Shell,
 		argv:  []string{"bash", "-c", c.script},
-		env:   c.env,
+		env:   append(c.env, a.tagEnv(scope)),
 		dir:   c.dir,
 		files: []*os.File{stdinR, outW, errW},
 	})
 	if err != nil {
 		closeAll()
-		return nil, startError(c.shell, err)
+		return nil, startError(a.cfg.Shell, err)
 	}
 	// The child holds its own copies now; ours would keep the pipes from
 	// ever reaching end-of-file.
@@ -221,11 +257,13 @@ func (c *command) run(ctx context.Context, outputCap int64) (*api.ExecResult, er
 			stdinW.Close()
 		}()
 	}
+	if started != nil {
+		started(p.pid)
+	}
 
-	stdout, stderr := newCapture(outputCap), newCapture(outputCap)
 	eof := make(chan struct{}, 2)
-	go pump(outR, stdout, eof)
-	go pump(errR, stderr, eof)
+	go pump(outR, stdout, sink, eof)
+	go pump(errR, stderr, sink, eof)
 
 	var timeout <-chan time.Time
 	if c.timeout > 0 {
@@ -245,6 +283,8 @@ func (c *command) run(ctx context.Context, outputCap int64) (*api.ExecResult, er
 		cancelled = true
 	}
 	if !exited {
+		// Members that left the group (setsid, daemons) go too.
+		a.killScope(scope, nil, syscall.SIGKILL, 0)
 		t := time.NewTimer(killWait)
 		select {
 		case <-p.Done():
@@ -262,22 +302,20 @@ func (c *command) run(ctx context.Context, outputCap int64) (*api.ExecResult, er
 	if stdinW != nil {
 		stdinW.Close() // unblocks a writer stuck on input nobody reads
 	}
-	res := &api.ExecResult{DurationMs: duration.Milliseconds(), TimedOut: timedOut}
-	res.Stdout, res.StdoutTruncated = stdout.detach()
-	res.Stderr, res.StderrTruncated = stderr.detach()
+	sink.detach()
 
 	if cancelled {
 		return nil, fmt.Errorf("%w: command killed because its request was cancelled (client gone or agent shutting down): %v",
 			errdefs.ErrUnavailable, context.Cause(ctx))
 	}
+	o := &outcome{timedOut: timedOut, duration: duration}
 	switch {
 	case timedOut:
-		res.ExitCode = api.ExitCodeTimedOut
+		o.exitCode = api.ExitCodeTimedOut
 	case exited:
-		res.ExitCode = exitCode(p.Status())
+		o.exitCode = exitCode(p.Status())
 	}
-	res.Success = res.ExitCode == 0 && !timedOut
-	return res, nil
+	return o, nil
 }
 
 // waitEOF waits until n pumps have reported on eof, or for grace once one
@@ -317,14 +355,14 @@ func startError(shell string, err error) error {
 // pumpBufs recycles the read buffers of pump.
 var pumpBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pump copies f into c until end-of-file or a read error, then closes f and
-// sends on eof.
-func pump(f *os.File, c *capture, eof chan<- struct{}) {
+// pump copies f into sink until end-of-file or a read error, then closes f
+// and sends on eof (if not nil).
+func pump(f *os.File, stream int, sink outputSink, eof chan<- struct{}) {
 	bp := pumpBufs.Get().(*[]byte)
 	for {
 		n, err := f.Read(*bp)
 		if n > 0 {
-			c.write((*bp)[:n])
+			sink.write(stream, (*bp)[:n])
 		}
 		if err != nil {
 			break
@@ -332,8 +370,18 @@ func pump(f *os.File, c *capture, eof chan<- struct{}) {
 	}
 	pumpBufs.Put(bp)
 	f.Close()
-	eof <- struct{}{}
+	if eof != nil {
+		eof <- struct{}{}
+	}
 }
+
+// captureSink keeps the output of a non-streaming exec.
+type captureSink struct{ c [2]*capture }
+
+func (s *captureSink) write(stream int, p []byte) { s.c[stream].write(p) }
+
+// detach is left to the caller, who detaches each capture to read it.
+func (s *captureSink) detach() {}
 
 // capture keeps the first limit bytes of a stream and notes whether more
 // came. Once detached it discards everything, so whatever still holds the
@@ -376,4 +424,20 @@ func (c *capture) detach() (string, bool) {
 	s := string(c.buf)
 	c.buf, c.detached = nil, true
 	return s, c.truncated
+}
+
+// resolveCwd returns the directory a command runs in: cwd, which must be
+// absolute, or the default working directory when cwd is empty.
+func (a *Agent) resolveCwd(cwd string) (string, error) {
+	dir := a.cfg.DefaultCwd
+	if cwd != "" {
+		if !strings.HasPrefix(cwd, "/") {
+			return "", fmt.Errorf("%w: cwd %q must be an absolute path", errdefs.ErrInvalidArgument, cwd)
+		}
+		dir = cwd
+	}
+	if err := checkDir(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
 }

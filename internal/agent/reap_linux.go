@@ -161,6 +161,26 @@ func (p *process) signalGroup(sig syscall.Signal) error {
 	return syscall.Kill(-p.pid, sig)
 }
 
+// signal sends sig to the process alone, unless it has been reaped.
+func (p *process) signal(sig syscall.Signal) error {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if p.reaped {
+		return os.ErrProcessDone
+	}
+	return syscall.Kill(p.pid, sig)
+}
+
+// exited reports whether the process has exited and been reaped.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // exitCode renders a wait status the way shells do: the exit status, or 128
 // plus the number of the signal that ended the process.
 func exitCode(ws syscall.WaitStatus) int {

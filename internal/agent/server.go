@@ -25,12 +25,28 @@ type Config struct {
 	// Shell is the bash that runs commands; empty means bash found on
 	// $PATH, else /bin/bash.
 	Shell string
+	// FileRoot is the directory that the file routes call "/"; empty
+	// means "/", the sandbox's root. Tests point it at a temporary dir.
+	FileRoot string
+	// CodePool is how many started interpreters per language wait for new
+	// code contexts, filled after the language's first use; 0 means 1,
+	// negative means none (see interp.go).
+	CodePool int
+	// CodeDir is where the code interpreter's runner scripts are written;
+	// empty means /run/sbx/interp.
+	CodeDir string
+
+	// ExecConfig tunes sessions, background processes and terminals.
+	ExecConfig
 }
 
 // Agent serves the sandbox-side API.
 type Agent struct {
 	cfg Config
 	mux *http.ServeMux
+
+	// execState holds sessions, background processes and terminals.
+	execState
 }
 
 // New returns an agent with its routes registered. It starts the process's
@@ -54,7 +70,12 @@ func New(cfg Config) *Agent {
 	theReaper()
 	a := &Agent{cfg: cfg, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /health", a.handleHealth)
-	a.mux.HandleFunc("POST /exec", a.handleExec)
+	a.registerTunnel()
+	a.registerGit()
+	a.registerExec()
+	a.registerFiles()
+	a.registerCode()
+	a.registerBackup()
 	return a
 }
 

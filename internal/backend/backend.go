@@ -7,6 +7,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"io"
 )
 
 // ErrNotExist is wrapped by the error of Adopt when the backend has no
@@ -44,6 +45,13 @@ type Spec struct {
 	// Network is the sandbox's network policy; the zero value is
 	// internet egress (on backends with Capabilities.Egress).
 	Network Network
+	// Upper, if set, is a snapshot stream written by Persister.Snapshot
+	// (of this or an earlier sandbox of the same id) that the writable
+	// layer starts from, instead of empty. Start reads it to io.EOF before
+	// the sandbox runs; if reading fails (a checksum error at the end
+	// included), Start fails and leaves nothing behind. Only backends
+	// with Capabilities.Persistence accept it.
+	Upper io.Reader
 }
 
 // Network is the network policy of a sandbox. Whatever it says, a sandbox
@@ -94,16 +102,36 @@ type Capabilities struct {
 	// Spec.Network is enforced. Without it every sandbox has a loopback
 	// interface only.
 	Egress bool
+	// Persistence is true when the backend implements Persister and
+	// accepts Spec.Upper.
+	Persistence bool
+}
+
+// Persister is implemented by backends that can save a sandbox's writable
+// layer and start a sandbox from it (Capabilities.Persistence).
+type Persister interface {
+	// Snapshot writes the writable layer of sandbox id (every file the
+	// sandbox created, changed or deleted relative to its image, with
+	// owners, modes, times and extended attributes) to w as a stream that
+	// Spec.Upper accepts. The sandbox may be running: its processes are
+	// frozen while the layer is read, so the snapshot is consistent, and
+	// thawed afterwards; whether Snapshot succeeds or not, the sandbox is
+	// left as it was. A sandbox whose processes are gone can be
+	// snapshotted too, as long as Destroy has not removed it. An absent
+	// sandbox is an error wrapping ErrNotExist. Callers serialise
+	// Snapshot with the other operations on id.
+	Snapshot(ctx context.Context, id string, w io.Writer) error
 }
 
 // Backend runs sandboxes.
 //
 // Contract:
 //   - Start creates every resource of the sandbox (filesystem, namespaces,
-//     cgroups, container) and returns once the agent's socket accepts
-//     connections. If it fails it leaves nothing behind: no mount, cgroup,
-//     process or directory. Starting an id that already has resources is an
-//     error; callers Destroy first.
+//     cgroups, network, container) and returns once the agent's socket
+//     accepts connections. If it fails it leaves nothing behind: no mount,
+//     cgroup, process, network interface, firewall rule or directory.
+//     Starting an id that already has resources is an error; callers
+//     Destroy first.
 //   - Destroy removes every resource of the sandbox and kills its processes.
 //     It is idempotent (destroying an absent sandbox returns nil) and safe to
 //     call concurrently with itself.

@@ -31,6 +31,9 @@ var (
 	ErrCapacity            = errors.New("capacity exceeded")
 	ErrUnavailable         = errors.New("sandbox unavailable")
 	ErrMethodNotAllowed    = errors.New("method not allowed")
+	// Code interpreter (api/code.go).
+	ErrInterpreterNotAvailable = errors.New("interpreter not available")
+	ErrContextNotFound         = errors.New("code context not found")
 )
 
 // codedError carries an explicit api code for errors that arrive already
@@ -59,11 +62,41 @@ var table = []struct {
 	{ErrImageNotFound, http.StatusBadRequest, api.CodeImageNotFound},
 	{ErrUnauthorized, http.StatusUnauthorized, api.CodeUnauthorized},
 	{ErrSandboxNotFound, http.StatusNotFound, api.CodeSandboxNotFound},
+	{ErrInterpreterNotAvailable, http.StatusBadRequest, api.CodeInterpreterNotAvailable},
+	{ErrContextNotFound, http.StatusNotFound, api.CodeContextNotFound},
 	{ErrNotFound, http.StatusNotFound, api.CodeNotFound},
 	{ErrConflict, http.StatusConflict, api.CodeConflict},
 	{ErrCapacity, http.StatusTooManyRequests, api.CodeCapacityExceeded},
 	{ErrUnavailable, http.StatusServiceUnavailable, api.CodeSandboxUnavailable},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed},
+	{ErrSessionNotFound, http.StatusNotFound, api.CodeSessionNotFound},
+	{ErrSessionTerminated, http.StatusConflict, api.CodeSessionTerminated},
+	{ErrProcessNotFound, http.StatusNotFound, api.CodeProcessNotFound},
+	{ErrProcessExited, http.StatusConflict, api.CodeProcessExited},
+	{ErrWaitTimeout, http.StatusRequestTimeout, api.CodeWaitTimeout},
+	{ErrUpgradeRequired, http.StatusUpgradeRequired, api.CodeUpgradeRequired},
+	{ErrFileNotFound, http.StatusNotFound, api.CodeFileNotFound},
+	{ErrIsADirectory, http.StatusBadRequest, api.CodeIsADirectory},
+	{ErrNotADirectory, http.StatusBadRequest, api.CodeNotADirectory},
+	{ErrPermissionDenied, http.StatusForbidden, api.CodePermissionDenied},
+	{ErrFileExists, http.StatusConflict, api.CodeFileExists},
+	{ErrInvalidPath, http.StatusBadRequest, api.CodeInvalidPath},
+	{ErrNoSpace, http.StatusInsufficientStorage, api.CodeNoSpace},
+	{ErrPreviewNotFound, http.StatusNotFound, api.CodePreviewNotFound},
+	{ErrPreviewGone, http.StatusGone, api.CodePreviewGone},
+	{ErrPortNotListening, http.StatusBadGateway, api.CodePortNotListening},
+	{ErrPreviewUpstream, http.StatusBadGateway, api.CodePreviewUpstream},
+	{ErrGitUnreachable, http.StatusBadGateway, api.CodeGitUnreachable},
+	{ErrGitRepoNotFound, http.StatusNotFound, api.CodeGitRepoNotFound},
+	{ErrGitAuthFailed, http.StatusForbidden, api.CodeGitAuthFailed},
+	{ErrGitBranchNotFound, http.StatusNotFound, api.CodeGitBranchNotFound},
+	{ErrTargetNotEmpty, http.StatusConflict, api.CodeTargetNotEmpty},
+	{ErrGitFailed, http.StatusInternalServerError, api.CodeGitFailed},
+	{ErrBackupNotFound, http.StatusNotFound, api.CodeBackupNotFound},
+	{ErrArchiveCorrupt, http.StatusUnprocessableEntity, api.CodeArchiveCorrupt},
+	{ErrStorageUnavailable, http.StatusServiceUnavailable, api.CodeStorageUnavailable},
+	{ErrMountNotFound, http.StatusNotFound, api.CodeMountNotFound},
+	{ErrMountFailed, http.StatusBadGateway, api.CodeMountFailed},
 }
 
 // Classify returns the HTTP status and api error body for err. Unknown

@@ -164,7 +164,7 @@ func TestIsolation(t *testing.T) {
 		name, command, want string
 	}{
 		{"hostname is the id", "hostname", "iso-a\n"},
-		{"only loopback", "ls /sys/class/net", "lo\n"},
+		{"own network: eth0 and lo only", "ls /sys/class/net", "eth0\nlo\n"},
 		{"no host processes", "ps -e -o comm= | grep -v -e '^ps$' -e '^bash$' -e '^grep$' -e '^sort$' | sort -u", "sbx-agent\n"},
 		{"agent is pid 1", "cat /proc/1/comm", "sbx-agent\n"},
 		{"no host files", "test -e " + marker + " && echo visible || echo absent", "absent\n"},

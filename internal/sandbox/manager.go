@@ -35,6 +35,9 @@ type Config struct {
 	Store   *store.Store
 	Images  ImageResolver
 	Logger  *slog.Logger
+	// FS keeps the file systems of persistent sandboxes; nil refuses
+	// them (persist.go).
+	FS FSStore
 
 	// DefaultImage is used when a sandbox names none ("default").
 	DefaultImage string
@@ -46,6 +49,10 @@ type Config struct {
 	ReapInterval time.Duration
 	// StartTimeout bounds one backend start (30s).
 	StartTimeout time.Duration
+	// OnStop, if set, is called after a sandbox stops for any reason
+	// (idle, request, death, destroy), with the sandbox's lock held: it
+	// must not call back into the Manager for that sandbox.
+	OnStop func(id string)
 }
 
 // Manager owns the sandboxes of this host. It is safe for concurrent use.
@@ -149,6 +156,15 @@ func (m *Manager) normalize(opts api.CreateSandboxRequest) (api.CreateSandboxReq
 	if err := api.ValidateEnv(opts.Env); err != nil {
 		return opts, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
 	}
+	if err := opts.Network.Validate(); err != nil {
+		return opts, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	opts.Network = opts.Network.Normalized()
+	if opts.Persistent {
+		if err := m.checkPersistent(); err != nil {
+			return opts, err
+		}
+	}
 	if _, err := m.cfg.Images.Path(opts.Image); err != nil {
 		return opts, err
 	}
@@ -204,6 +220,10 @@ func conflicts(want api.CreateSandboxRequest, have api.CreateSandboxRequest) err
 		return diff("keepAlive")
 	case want.Env != nil && !maps.Equal(want.Env, have.Env):
 		return diff("env")
+	case want.Network != nil && !want.Network.Equal(have.Network):
+		return diff("network")
+	case want.Persistent && !have.Persistent:
+		return diff("persistent")
 	}
 	return nil
 }
@@ -239,12 +259,26 @@ func (m *Manager) ensureRunning(ctx context.Context, e *entry) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.StartTimeout)
 	defer cancel()
 	t0 := time.Now()
-	inst, err := m.cfg.Backend.Start(sctx, backend.Spec{ID: e.id, Rootfs: rootfs, Resources: it.Resources, Env: env})
+	nw := e.rec.Options.Network.Normalized()
+	spec := backend.Spec{ID: e.id, Rootfs: rootfs, Resources: it.Resources, Env: env,
+		Network: backend.Network{None: nw.IsNone(), Allow: nw.Allow, Deny: nw.Deny}}
+	upper, err := m.openUpper(sctx, e)
+	if err == nil && upper != nil {
+		spec.Upper = upper
+		defer upper.Close()
+	}
+	var inst *backend.Instance
+	if err == nil {
+		inst, err = m.cfg.Backend.Start(sctx, spec)
+		if err != nil {
+			err = startErr(e, fmt.Errorf("%w: starting sandbox %s failed: %w", errdefs.ErrUnavailable, e.id, err))
+		}
+	}
 	if err != nil {
 		m.mu.Lock()
 		m.running--
 		m.mu.Unlock()
-		return fmt.Errorf("%w: starting sandbox %s failed: %v", errdefs.ErrUnavailable, e.id, err)
+		return err
 	}
 	m.attach(e, inst)
 	now := time.Now().UTC()
@@ -310,6 +344,7 @@ func (e *entry) view() api.Sandbox {
 	return api.Sandbox{
 		ID: e.id, Status: status, Image: e.rec.Options.Image, InstanceType: e.rec.Options.InstanceType,
 		Env: e.rec.Options.Env, SleepAfter: e.rec.Options.SleepAfter, KeepAlive: e.rec.Options.KeepAlive,
+		Network: e.rec.Options.Network.Normalized(), Persistent: e.rec.Options.Persistent,
 		CreatedAt: e.rec.CreatedAt, LastActiveAt: last,
 	}
 }
@@ -378,6 +413,9 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) error
 	if e.inst == nil {
 		return nil
 	}
+	if err := m.saveUpper(ctx, e); err != nil {
+		return err
+	}
 	if err := m.detach(context.WithoutCancel(ctx), e); err != nil {
 		return err
 	}
@@ -385,12 +423,22 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry, reason string) error
 	e.rec.LastActiveAt = time.Unix(0, e.lastActive.Load()).UTC()
 	m.log.Info("sandbox stopped", "id", e.id, "reason", reason)
 	sandboxStops.WithLabelValues(reason).Inc()
+	if m.cfg.OnStop != nil {
+		m.cfg.OnStop(e.id)
+	}
 	return m.cfg.Store.Put(context.WithoutCancel(ctx), e.rec)
 }
 
 // Destroy removes a sandbox and everything it owns. Destroying an absent
 // sandbox is not an error.
 func (m *Manager) Destroy(ctx context.Context, id string) error {
+	return m.DestroyWith(ctx, id, DestroyOptions{})
+}
+
+// DestroyWith is Destroy with options. The file system of a running
+// persistent sandbox is saved first unless opts.Purge; if that fails,
+// nothing is destroyed.
+func (m *Manager) DestroyWith(ctx context.Context, id string, opts DestroyOptions) error {
 	if err := ValidateID(id); err != nil {
 		return err
 	}
@@ -398,6 +446,14 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
+	if err := m.load(ctx, e); err != nil {
+		return err
+	}
+	if !opts.Purge {
+		if err := m.saveUpper(ctx, e); err != nil {
+			return fmt.Errorf("%w (destroy with ?purge=true to discard its files)", err)
+		}
+	}
 	if e.inst != nil {
 		if err := m.detach(ctx, e); err != nil {
 			return err
@@ -405,6 +461,14 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	} else if err := m.cfg.Backend.Destroy(ctx, id); err != nil {
 		// Leftovers of a crashed start or an earlier daemon.
 		return fmt.Errorf("destroying sandbox %s: %w", id, err)
+	}
+	if opts.Purge && m.cfg.FS != nil {
+		if err := m.cfg.FS.DeleteFS(ctx, id); err != nil {
+			return err
+		}
+	}
+	if m.cfg.OnStop != nil {
+		m.cfg.OnStop(id)
 	}
 	if err := m.cfg.Store.Delete(ctx, id); err != nil {
 		return err

@@ -30,12 +30,24 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, error) {
 	return body, nil
 }
 
+// execRoutes are the routes of command execution: exec, the sandbox env,
+// sessions, background processes and terminals.
 func (s *Server) execRoutes() []route {
-	return []route{
+	rs := []route{
 		{"POST", "/v1/sandboxes/{id}/exec", true, s.handleExec, opDoc{
-			summary: "Run `bash -c command` in the sandbox, creating or waking it first. A non-zero exit code is a result, not an error.",
+			summary: "Run `bash -c command` in the sandbox, creating or waking it first. A non-zero exit code is a result, not an error. " +
+				"With session, the command runs in that session's persistent shell (SESSION_NOT_FOUND, SESSION_TERMINATED if it ran `exit`). " +
+				"With Accept: text/event-stream the answer is a stream of events start{pid}, stdout{data,base64?}, stderr{data,base64?}, " +
+				"then complete{exitCode,success,durationMs,timedOut} once the command really exited, or error{code,message} if its fate is unknown.",
 			request: api.ExecRequest{}, response: api.ExecResult{}}},
+		{"PATCH", "/v1/sandboxes/{id}/env", true, s.handlePatchEnv, opDoc{
+			summary: `Set ("K":"v") and unset ("K":null) environment variables for every later command, in every session, background process and terminal. Names must be shell identifiers.`,
+			request: api.EnvPatch{}, response: api.SandboxEnv{}}},
 	}
+	rs = append(rs, s.sessionRoutes()...)
+	rs = append(rs, s.processRoutes()...)
+	rs = append(rs, s.ptyRoutes()...)
+	return rs
 }
 
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
@@ -115,14 +127,16 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id, path string
 	w.WriteHeader(resp.StatusCode)
 	streaming := resp.Header.Get("Content-Type") == "text/event-stream"
 	if err := copyFlushing(w, resp.Body, streaming); err != nil && !errors.Is(err, errClientGone) && r.Context().Err() == nil {
-		cause := lease.AgentFailed(r.Context(), err)
 		if streaming {
-			_, apiErr := errdefs.Classify(cause)
-			b, _ := json.Marshal(apiErr)
+			// Tell the client at once; finding out whether the sandbox
+			// died, and cleaning it up, can take a while.
+			b, _ := json.Marshal(api.Error{Code: api.CodeSandboxUnavailable, Message: fmt.Sprintf(
+				"lost the connection to sandbox %s mid-stream (its agent or the sandbox died: %v); what was running has no known outcome", id, err)})
 			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
 			http.NewResponseController(w).Flush()
 		}
-		s.log.Warn("forwarding from agent failed", "id", id, "path", path, "err", err)
+		cause := lease.AgentFailed(r.Context(), err)
+		s.log.Warn("forwarding from agent failed", "id", id, "path", path, "err", err, "cause", cause)
 	}
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -51,10 +52,13 @@ func (s *Server) buildOpenAPI() map[string]any {
 		d := rt.doc
 		op := map[string]any{"summary": d.summary, "operationId": operationID(rt.method, rt.pattern)}
 		var params []any
-		if strings.Contains(rt.pattern, "{id}") {
-			params = append(params, map[string]any{"name": "id", "in": "path", "required": true,
-				"description": "Sandbox id: 1-63 of [a-z0-9-], not starting or ending with '-'.",
-				"schema":      map[string]any{"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}})
+		for _, name := range pathParams(rt.pattern) {
+			p := map[string]any{"name": name, "in": "path", "required": true, "schema": map[string]any{"type": "string"}}
+			if name == "id" {
+				p["description"] = "Sandbox id: 1-63 of [a-z0-9-], not starting or ending with '-'."
+				p["schema"] = map[string]any{"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}
+			}
+			params = append(params, p)
 		}
 		for _, q := range d.query {
 			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.desc,
@@ -83,10 +87,12 @@ func (s *Server) buildOpenAPI() map[string]any {
 		if !rt.auth {
 			op["security"] = []any{}
 		}
-		p, _ := paths[rt.pattern].(map[string]any)
+		// OpenAPI templates have no "..." wildcards: {path...} is {path}.
+		key := strings.ReplaceAll(rt.pattern, "...}", "}")
+		p, _ := paths[key].(map[string]any)
 		if p == nil {
 			p = map[string]any{}
-			paths[rt.pattern] = p
+			paths[key] = p
 		}
 		p[strings.ToLower(rt.method)] = op
 	}
@@ -101,6 +107,21 @@ func (s *Server) buildOpenAPI() map[string]any {
 		},
 		"security": []any{map[string]any{"bearer": []any{}}},
 	}
+}
+
+// pathParams returns the wildcard names of a ServeMux pattern, in order
+// ("{path...}" gives "path").
+func pathParams(pattern string) []string {
+	var names []string
+	for _, seg := range strings.Split(pattern, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			name := strings.TrimSuffix(strings.Trim(seg, "{}"), "...")
+			if name != "$" {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
 }
 
 func operationID(method, pattern string) string {
@@ -119,6 +140,7 @@ func operationID(method, pattern string) string {
 var (
 	timeType     = reflect.TypeOf(time.Time{})
 	durationType = reflect.TypeOf(api.Duration(0))
+	rawJSONType  = reflect.TypeOf(json.RawMessage(nil))
 )
 
 // schemaRef returns a JSON schema for t, registering named structs in
@@ -130,6 +152,8 @@ func schemaRef(t reflect.Type, schemas map[string]any) map[string]any {
 	switch {
 	case t == timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawJSONType:
+		return map[string]any{"description": "Any JSON value."}
 	case t == durationType:
 		return map[string]any{"type": "string", "description": "Go duration such as \"90s\" or \"10m\"; a number is seconds."}
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sbx-dev/sbx/api"
+	"github.com/sbx-dev/sbx/internal/backup"
+	"github.com/sbx-dev/sbx/internal/bucketmount"
 	"github.com/sbx-dev/sbx/internal/errdefs"
 	"github.com/sbx-dev/sbx/internal/sandbox"
 )
@@ -29,6 +33,12 @@ type Config struct {
 	Token   string
 	Logger  *slog.Logger
 	Version string
+	// Previews serves exposed ports (ports.go); nil disables them.
+	Previews *Previews
+	// Backups serves backups (backup.go); nil disables them.
+	Backups *backup.Service
+	// Mounts serves bucket mounts (mount.go); nil disables them.
+	Mounts *bucketmount.Manager
 }
 
 // Server is the sbxd HTTP handler.
@@ -38,6 +48,7 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *prometheus.Registry
 	reqs    *prometheus.HistogramVec
+	prev    *Previews
 }
 
 // route is one API route with its documentation; the OpenAPI document is
@@ -62,6 +73,7 @@ func New(cfg Config) *Server {
 	}, []string{"route", "code"})
 	s.metrics.MustRegister(s.reqs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics.MustRegister(cfg.Manager.Collectors()...)
+	s.initPreviews()
 
 	for _, rt := range s.routes() {
 		h := s.instrument(rt.pattern, rt.h)
@@ -85,6 +97,12 @@ func (s *Server) routes() []route {
 	}
 	rs = append(rs, s.lifecycleRoutes()...)
 	rs = append(rs, s.execRoutes()...)
+	rs = append(rs, s.portRoutes()...)
+	rs = append(rs, s.gitRoutes()...)
+	rs = append(rs, s.codeRoutes()...)
+	rs = append(rs, s.filesRoutes()...)
+	rs = append(rs, s.backupRoutes()...)
+	rs = append(rs, s.mountRoutes()...)
 	return rs
 }
 
@@ -97,7 +115,9 @@ func (s *Server) lifecycleRoutes() []route {
 		{"GET", "/v1/sandboxes/{id}", true, s.handleGet, opDoc{
 			summary: "Get a sandbox. Never creates or wakes it; 404 SANDBOX_NOT_FOUND if absent.", response: api.Sandbox{}}},
 		{"DELETE", "/v1/sandboxes/{id}", true, s.handleDestroy, opDoc{
-			summary: "Destroy a sandbox and everything it owns. Idempotent.", status: http.StatusNoContent}},
+			summary: "Destroy a sandbox and everything it owns. Idempotent. The file system of a persistent sandbox is saved first and kept " +
+				"for the next sandbox created with the same id and persistent: true (if saving fails, nothing is destroyed); purge=true discards it instead.",
+			status: http.StatusNoContent, query: []param{{"purge", "boolean", "true to also delete the stored file system of a persistent sandbox."}}}},
 		{"POST", "/v1/sandboxes/{id}/stop", true, s.handleStop, opDoc{
 			summary: "Stop a sandbox now, as the idle reaper would. Its id and options stay; the next request starts it again.", response: api.Sandbox{}}},
 	}
@@ -106,6 +126,17 @@ func (s *Server) lifecycleRoutes() []route {
 // ServeHTTP routes r. Unknown paths and methods get JSON errors, like
 // every other failure.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The mux would answer an unclean path with a redirect to its cleaned
+	// form, which clients follow with the same method: DELETE of
+	// /v1/sandboxes/a/files/../../b would destroy sandbox b. Refuse.
+	if p := r.URL.EscapedPath(); strings.HasPrefix(p, "/v1/") && path.Clean(p) != p && path.Clean(p)+"/" != p {
+		errdefs.Write(w, fmt.Errorf("%w: path %q is not clean (it has '.', '..' or '//' segments); send the path you mean",
+			errdefs.ErrInvalidArgument, p))
+		return
+	}
+	if s.servePreview(w, r) {
+		return // a preview URL, not the API (preview.go)
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// The mux's own 404/405 answers are plain text; keep its status
@@ -248,7 +279,16 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDestroy(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Manager.Destroy(r.Context(), r.PathValue("id")); err != nil {
+	var opts sandbox.DestroyOptions
+	if v := r.URL.Query().Get("purge"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errdefs.Write(w, fmt.Errorf("%w: query parameter purge=%q is not a boolean; use true or false", errdefs.ErrInvalidArgument, v))
+			return
+		}
+		opts.Purge = b
+	}
+	if err := s.cfg.Manager.DestroyWith(r.Context(), r.PathValue("id"), opts); err != nil {
 		errdefs.Write(w, err)
 		return
 	}

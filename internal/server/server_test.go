@@ -45,6 +45,8 @@ func TestAuthAndRouting(t *testing.T) {
 		{"unknown path", "GET", "/v2/x", "Bearer s3cret", 404, api.CodeNotFound},
 		{"wrong method", "DELETE", "/v1/sandboxes", "Bearer s3cret", 405, api.CodeMethodNotAllowed},
 		{"bad id before anything", "POST", "/v1/sandboxes/UP/exec", "Bearer s3cret", 400, api.CodeInvalidSandboxID},
+		{"dot-dot never redirects", "DELETE", "/v1/sandboxes/a/files/../../b", "Bearer s3cret", 400, api.CodeInvalidRequest},
+		{"double slash never redirects", "DELETE", "/v1/sandboxes//b", "Bearer s3cret", 400, api.CodeInvalidRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,9 +84,21 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		if rt.doc.summary == "" {
 			t.Errorf("route %s %s has no documentation entry", rt.method, rt.pattern)
 		}
-		ops, _ := paths[rt.pattern].(map[string]any)
-		if ops[strings.ToLower(rt.method)] == nil {
+		ops, _ := paths[strings.ReplaceAll(rt.pattern, "...}", "}")].(map[string]any)
+		op, _ := ops[strings.ToLower(rt.method)].(map[string]any)
+		if op == nil {
 			t.Errorf("route %s %s missing from the document", rt.method, rt.pattern)
+			continue
+		}
+		declared := 0
+		params, _ := op["parameters"].([]any)
+		for _, p := range params {
+			if p.(map[string]any)["in"] == "path" {
+				declared++
+			}
+		}
+		if want := strings.Count(rt.pattern, "{"); declared != want {
+			t.Errorf("route %s %s declares %d path parameters, want %d", rt.method, rt.pattern, declared, want)
 		}
 	}
 	b, err := json.Marshal(doc)

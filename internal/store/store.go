@@ -54,7 +54,11 @@ func Open(path string) (*Store, error) {
 	// One writer at a time is what SQLite allows anyway; a single
 	// connection avoids SQLITE_BUSY between our own goroutines.
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
+	if _, err := db.Exec(schema + portsSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise database %s: %w", path, err)
+	}
+	if _, err := db.Exec(backupsSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("initialise database %s: %w", path, err)
 	}

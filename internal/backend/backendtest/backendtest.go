@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -40,6 +41,10 @@ type Harness struct {
 	// over the same state, as a restarted sbxd would. Open registers its
 	// own cleanup on t.
 	Open func(t testing.TB, stateDir string) backend.Backend
+	// OpenNetwork is Open for the network checks: the backend's sandboxes
+	// must use nameservers for DNS. Backends with Capabilities.Egress
+	// must set it.
+	OpenNetwork func(t testing.TB, stateDir string, nameservers []netip.Addr) backend.Backend
 	// Rootfs is the image root filesystem; empty means Rootfs(t).
 	Rootfs string
 }
@@ -67,6 +72,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("StartCancelledLeavesNothing", s.testStartCancelled)
 	t.Run("Adopt", s.testAdopt)
 	t.Run("Stopped", s.testStopped)
+	t.Run("Network", s.testNetwork)
 }
 
 type suite struct {
@@ -362,9 +368,13 @@ func (s *suite) testIsolation(t *testing.T) {
 			t.Errorf("hostname = %q, want %q", got, id)
 		}
 	})
-	t.Run("OnlyLoopback", func(t *testing.T) {
-		if got := output(t, inst, "ls /sys/class/net"); got != "lo" {
-			t.Errorf("network interfaces = %q, want only lo", got)
+	t.Run("Interfaces", func(t *testing.T) {
+		want := "lo" // and eth0 with egress, see network.go
+		if caps.Egress {
+			want = "eth0\nlo"
+		}
+		if got := output(t, inst, "ls /sys/class/net"); got != want {
+			t.Errorf("network interfaces = %q, want %q", got, want)
 		}
 	})
 	t.Run("PidNamespace", func(t *testing.T) {

@@ -10,12 +10,12 @@
 // where <hash> names the data directory, so that several sbxd instances
 // (and tests) share a host without seeing each other's sandboxes.
 //
-// Isolation: pid, mount, uts, ipc, network (loopback only) and cgroup
-// namespaces, a user namespace mapping sandbox root to an unprivileged
-// host uid range (see userns.go), a reduced capability set, no new
-// privileges, a seccomp filter (seccomp.go), masked and read-only /proc
-// paths, read-only /sys, no host devices, and memory, CPU and pids limits
-// in a cgroup /sbx-<hash>/<id>.
+// Isolation: pid, mount, uts, ipc, network (egress only, through the
+// host's firewall; see network.go) and cgroup namespaces, a user namespace
+// mapping sandbox root to an unprivileged host uid range (see userns.go),
+// a reduced capability set, no new privileges, a seccomp filter
+// (seccomp.go), masked and read-only /proc paths, read-only /sys, no host
+// devices, and memory, CPU and pids limits in a cgroup /sbx-<hash>/<id>.
 //
 // Host setting: on a hybrid cgroup host whose cgroup2 mount carries
 // controllers (systemd leaves hugetlb there), New with crun mounts a v1
@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,7 @@ import (
 
 	"github.com/sbx-dev/sbx/internal/backend"
 	"github.com/sbx-dev/sbx/internal/errdefs"
+	"github.com/sbx-dev/sbx/internal/network"
 )
 
 // Config configures a Backend.
@@ -62,6 +64,16 @@ type Config struct {
 	// DisableUserNamespace runs sandbox root as host root. Use it only
 	// where idmapped mounts are unavailable; Capabilities reports it.
 	DisableUserNamespace bool
+	// DisableNetwork gives every sandbox a loopback interface only and
+	// leaves the host's network configuration alone; Capabilities
+	// reports it. See network.go.
+	DisableNetwork bool
+	// Subnet is the IPv4 prefix sandboxes take addresses from; the zero
+	// value picks a free /22 of network.DefaultPool.
+	Subnet netip.Prefix
+	// Nameservers are the DNS servers of sandboxes; nil means the
+	// host's.
+	Nameservers []netip.Addr
 }
 
 // Backend runs sandboxes with an OCI runtime. It implements
@@ -81,6 +93,8 @@ type Backend struct {
 	// idmapped lower layers; nil without user namespaces.
 	userns *os.File
 	idMap  idRange
+
+	net *network.Host // nil with DisableNetwork
 
 	locks idLocks
 }
@@ -174,6 +188,13 @@ func New(cfg Config) (*Backend, error) {
 		}
 	}
 
+	if err := b.initNetwork(cfg); err != nil {
+		if b.userns != nil {
+			b.userns.Close()
+		}
+		return nil, err
+	}
+
 	b.caps = backend.Capabilities{
 		Name:          "oci/" + cfg.Runtime,
 		UserNamespace: b.userns != nil,
@@ -181,6 +202,8 @@ func New(cfg Config) (*Backend, error) {
 		CPULimit:      b.hasController("cpu"),
 		MemoryLimit:   b.hasController("memory"),
 		PidsLimit:     b.hasController("pids"),
+		Egress:        b.net != nil,
+		Persistence:   true,
 	}
 	return b, nil
 }
@@ -246,13 +269,14 @@ func (b *Backend) Close() error {
 		b.userns.Close()
 		b.userns = nil
 	}
+	netErr := b.closeNetwork()
 	for _, m := range b.cgroups {
 		_ = unix.Rmdir(filepath.Join(m.path, b.cgroupParent())) // busy while sandboxes run
 	}
-	if err := os.Remove(b.rt.root); err == nil {
+	if err := os.Remove(b.rt.root); err == nil || errors.Is(err, fs.ErrNotExist) {
 		_ = os.Remove(filepath.Dir(b.rt.root))
 	}
-	return nil
+	return netErr
 }
 
 // Capabilities reports the runtime and what it enforces.
@@ -347,6 +371,11 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, dir, cid string)
 			return nil, err
 		}
 	}
+	if spec.Upper != nil {
+		if err := b.restoreUpper(spec.Upper, upper); err != nil {
+			return nil, err
+		}
+	}
 	if err := mountOverlay(lower, upper, work, rootfs); err != nil {
 		return nil, err
 	}
@@ -361,6 +390,10 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, dir, cid string)
 		}
 	}
 
+	att, netMounts, err := b.prepareNetwork(ctx, spec, dir)
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := buildSpec(spec, specParams{
 		rootfs:         rootfs,
 		agent:          b.agent,
@@ -369,6 +402,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, dir, cid string)
 		idMap:          b.idMapPtr(),
 		swapAccounting: b.swap,
 		nofile:         b.nofile,
+		extraMounts:    netMounts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
@@ -398,8 +432,16 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, dir, cid string)
 	if err != nil {
 		return nil, err
 	}
+	// The network is plugged in while the agent comes up; both are done
+	// before anyone gets the sandbox.
+	netDone := make(chan error, 1)
+	go func() { netDone <- b.connectNetwork(ctx, att, p) }()
 	sock := socketPath(dir)
-	if err := waitAgent(ctx, p, sock); err != nil {
+	err = waitAgent(ctx, p, sock)
+	if nerr := <-netDone; nerr != nil && err == nil {
+		return nil, nerr
+	}
+	if err != nil {
 		if msg := strings.TrimSpace(string(tail(filepath.Join(dir, logFile), 1024))); msg != "" {
 			err = fmt.Errorf("%w; agent log: %s", err, msg)
 		}
@@ -548,6 +590,9 @@ func (b *Backend) destroy(ctx context.Context, id string) error {
 	if err := removeCgroup(b.cgroups, b.cgroupPath(id), deadline); err != nil {
 		errs = append(errs, err)
 	}
+	if err := b.releaseNetwork(ctx, id); err != nil {
+		errs = append(errs, err)
+	}
 
 	// Never remove files through a mount that is still there: the
 	// lower layer is the shared image.
@@ -629,6 +674,15 @@ func (b *Backend) List(ctx context.Context) ([]string, error) {
 	cids, err := b.rt.list()
 	if err != nil {
 		return nil, err
+	}
+	netIDs, err := b.networkIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range netIDs {
+		if validateID(id) == nil {
+			ids = append(ids, id)
+		}
 	}
 	prefix := b.containerID("")
 	for _, c := range cids {

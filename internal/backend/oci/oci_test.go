@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,21 +46,28 @@ func requireRuntime(t testing.TB, name string) {
 }
 
 func harness(runtime string, noUserns bool) backendtest.Harness {
-	return backendtest.Harness{
-		Open: func(t testing.TB, dir string) backend.Backend {
-			b, err := New(Config{
-				DataDir:              dir,
-				AgentPath:            backendtest.AgentBinary(t),
-				Runtime:              runtime,
-				Logger:               slog.New(slog.NewTextHandler(io.Discard, nil)),
-				DisableUserNamespace: noUserns,
-			})
-			if err != nil {
-				t.Fatalf("New: %v", err)
+	open := func(t testing.TB, dir string, nameservers []netip.Addr) backend.Backend {
+		b, err := New(Config{
+			DataDir:              dir,
+			AgentPath:            backendtest.AgentBinary(t),
+			Runtime:              runtime,
+			Logger:               slog.New(slog.NewTextHandler(io.Discard, nil)),
+			DisableUserNamespace: noUserns,
+			Nameservers:          nameservers,
+		})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := b.Close(); err != nil {
+				t.Errorf("Close: %v", err)
 			}
-			t.Cleanup(func() { b.Close() })
-			return b
-		},
+		})
+		return b
+	}
+	return backendtest.Harness{
+		Open:        func(t testing.TB, dir string) backend.Backend { return open(t, dir, nil) },
+		OpenNetwork: open,
 	}
 }
 
@@ -88,6 +96,7 @@ func TestCapabilities(t *testing.T) {
 				CPULimit:      true,
 				MemoryLimit:   true,
 				PidsLimit:     true,
+				Egress:        true,
 			}
 			if got != want {
 				t.Errorf("Capabilities = %+v, want %+v", got, want)

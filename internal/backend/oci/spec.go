@@ -74,6 +74,8 @@ type specParams struct {
 	swapAccounting bool
 	// nofile is the RLIMIT_NOFILE of the agent.
 	nofile uint64
+	// extraMounts are added after the default ones (network.go).
+	extraMounts []specs.Mount
 }
 
 // buildSpec returns the OCI runtime configuration of a sandbox.
@@ -131,7 +133,7 @@ func buildSpec(s backend.Spec, p specParams) (*specs.Spec, error) {
 }
 
 func mounts(p specParams) []specs.Mount {
-	return []specs.Mount{
+	return append([]specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
@@ -141,7 +143,7 @@ func mounts(p specParams) []specs.Mount {
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: agentInSandbox, Type: "bind", Source: p.agent, Options: []string{"bind", "ro", "nosuid", "nodev"}},
 		{Destination: runInSandbox, Type: "bind", Source: p.runDir, Options: []string{"bind", "rw", "nosuid", "nodev", "noexec"}},
-	}
+	}, p.extraMounts...)
 }
 
 // resources converts sandbox limits to cgroup settings. Zero means no
