@@ -9,7 +9,7 @@ import (
 
 func TestPatchEnv(t *testing.T) {
 	t.Setenv("SBX_TEST_BASE", "base")
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "early", Env: map[string]string{"OWN": "own"}}, nil)
 	c.sessionExec(t, "early", "true") // its shell exists before the patch
 

@@ -5,14 +5,18 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // ExecConfig tunes command execution beyond a single exec.
 type ExecConfig struct {
-	// RunDir holds the agent's FIFOs; empty means /run/sbx-agent when the
-	// agent is PID 1, else a new temporary directory.
+	// RunDir holds the FIFOs of sessions; empty means /run/sbx-agent when
+	// the agent is PID 1, else a directory under $TMPDIR named for the
+	// agent, made when the first session starts and left behind (tests
+	// set RunDir).
 	RunDir string
 	// KeepAlive is the interval of keep-alive comments on event streams
 	// (15s).
@@ -33,12 +37,13 @@ type ExecConfig struct {
 
 // execState is the agent's state beyond a single exec.
 type execState struct {
-	nonce    string        // tells this agent's tags from another's
-	seq      atomic.Uint64 // scope numbers of one-shot execs
-	runDir   string
-	env      *sandboxEnv
-	sessions *sessionTable
-	procs    *processTable
+	nonce      string        // tells this agent's tags from another's
+	seq        atomic.Uint64 // scope numbers of one-shot execs
+	runDir     string        // see RunDir; made by makeRunDir
+	makeRunDir func() error
+	env        *sandboxEnv
+	sessions   *sessionTable
+	procs      *processTable
 }
 
 // registerExec sets up command execution and registers its routes.
@@ -62,19 +67,23 @@ func (a *Agent) registerExec() {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	a.nonce = hex.EncodeToString(b)
+	// The directory is made on first use, so that agents that never open
+	// a session (most tests) leave nothing behind.
 	a.runDir = c.RunDir
-	if a.runDir == "" {
-		var err error
-		if os.Getpid() == 1 {
-			a.runDir = "/run/sbx-agent"
-			err = os.MkdirAll(a.runDir, 0o700)
-		} else {
-			a.runDir, err = os.MkdirTemp("", "sbx-agent-run-")
-		}
-		if err != nil {
-			slog.Error("agent run directory", "err", err)
-		}
+	switch {
+	case a.runDir != "":
+	case os.Getpid() == 1:
+		a.runDir = "/run/sbx-agent"
+	default:
+		a.runDir = filepath.Join(os.TempDir(), "sbx-agent-run-"+a.nonce)
 	}
+	a.makeRunDir = sync.OnceValue(func() error {
+		if err := os.MkdirAll(a.runDir, 0o700); err != nil {
+			slog.Error("agent run directory", "dir", a.runDir, "err", err)
+			return err
+		}
+		return nil
+	})
 	a.env = newSandboxEnv()
 	a.sessions = &sessionTable{a: a, m: map[string]*session{}}
 	a.procs = newProcessTable(a)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -178,3 +179,18 @@ func decodeAs[T any](tb testing.TB, s string) T {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// startExecAgent is startAgent with the session FIFOs in a directory the
+// test removes.
+func startExecAgent(tb testing.TB, cfg Config) (*testClient, Config) {
+	tb.Helper()
+	if cfg.RunDir == "" {
+		dir, err := os.MkdirTemp("", "sbx-run-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { os.RemoveAll(dir) })
+		cfg.RunDir = dir
+	}
+	return startAgent(tb, cfg)
+}

@@ -12,7 +12,7 @@ import (
 )
 
 func TestExecStream(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	tests := []struct {
 		name       string
 		req        api.ExecRequest
@@ -60,7 +60,7 @@ func TestExecStream(t *testing.T) {
 // TestExecStreamOrder checks that stdout and stderr keep their relative
 // order when they are written apart in time.
 func TestExecStreamOrder(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	for _, session := range []string{"", "default"} {
 		evs := c.streamExec(t, api.ExecRequest{Session: session,
 			Command: `for i in 1 2 3 4 5; do echo "out $i"; sleep 0.01; echo "err $i" >&2; sleep 0.01; done`})
@@ -79,7 +79,7 @@ func TestExecStreamOrder(t *testing.T) {
 // written, long before the command ends, and that complete waits for the
 // real exit.
 func TestExecStreamIsLive(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -108,7 +108,7 @@ func TestExecStreamIsLive(t *testing.T) {
 }
 
 func TestExecStreamBinary(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	evs := c.streamExec(t, api.ExecRequest{Command: `printf 'ok\n'; sleep 0.05; printf '\x00\xff\xfe'`})
 	var text string
 	var bin []byte
@@ -133,7 +133,7 @@ func TestExecStreamBinary(t *testing.T) {
 }
 
 func TestExecStreamErrors(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	// Validation and unknown sessions answer before the stream begins.
 	c.apiError(t, "POST", "/exec", api.ExecRequest{Command: ""}, 400, api.CodeInvalidRequest)
 	req := api.ExecRequest{Command: "true", Session: "nope"}
@@ -144,7 +144,7 @@ func TestExecStreamErrors(t *testing.T) {
 }
 
 func TestExecStreamKeepAlive(t *testing.T) {
-	c, _ := startAgent(t, Config{ExecConfig: ExecConfig{KeepAlive: 50 * time.Millisecond}})
+	c, _ := startExecAgent(t, Config{ExecConfig: ExecConfig{KeepAlive: 50 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp := c.openStream(t, ctx, "POST", "/exec", api.ExecRequest{Command: "sleep 0.3"})

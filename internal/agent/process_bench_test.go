@@ -9,7 +9,7 @@ import (
 // BenchmarkProcessStart measures POST /processes of `sleep 600` against
 // the agent alone; compare BenchmarkExecTrue.
 func BenchmarkProcessStart(b *testing.B) {
-	c, _ := startAgent(b, Config{})
+	c, _ := startExecAgent(b, Config{})
 	for b.Loop() {
 		c.call(b, "POST", "/processes", api.StartProcessRequest{Command: "sleep 600"}, nil)
 	}
@@ -19,7 +19,7 @@ func BenchmarkProcessStart(b *testing.B) {
 
 // BenchmarkSessionExecTrue measures POST /exec of `true` in a session.
 func BenchmarkSessionExecTrue(b *testing.B) {
-	c, _ := startAgent(b, Config{})
+	c, _ := startExecAgent(b, Config{})
 	c.sessionExec(b, "default", "true")
 	for b.Loop() {
 		if res := c.exec(b, api.ExecRequest{Command: "true", Session: "default"}); res.ExitCode != 0 {

@@ -39,7 +39,7 @@ func (c *testClient) waitExit(tb testing.TB, ref string) api.Process {
 }
 
 func TestProcessLifecycle(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	p := c.startProc(t, api.StartProcessRequest{ID: "web", Command: "echo started; echo oops >&2; sleep 0.2; exit 3", Env: map[string]string{"X": "1"}})
 	if p.ID != "web" || p.Pid <= 0 || p.Status != api.ProcessRunning || p.StartedAt.IsZero() || p.ExitCode != nil {
 		t.Fatalf("started %+v", p)
@@ -87,7 +87,7 @@ func TestProcessLifecycle(t *testing.T) {
 }
 
 func TestProcessInSession(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "dev"}, nil)
 	c.sessionExec(t, "dev", "cd /tmp; export MODE=dev")
 	p := c.startProc(t, api.StartProcessRequest{Session: "dev", Command: `pwd; echo "$MODE"; sleep 300`})
@@ -107,7 +107,7 @@ func TestProcessInSession(t *testing.T) {
 // a session of its own and whose bottom ignores SIGTERM; killing the
 // process must leave none of it.
 func TestProcessKillTree(t *testing.T) {
-	c, cfg := startAgent(t, Config{ExecConfig: ExecConfig{KillGrace: 300 * time.Millisecond}})
+	c, cfg := startExecAgent(t, Config{ExecConfig: ExecConfig{KillGrace: 300 * time.Millisecond}})
 	pids := filepath.Join(cfg.DefaultCwd, "pids")
 	script := fmt.Sprintf(`echo $$ >> %[1]s
 setsid bash -c 'echo $$ >> %[1]s; bash -c "trap \"\" TERM; echo \$\$ >> %[1]s; while :; do sleep 1; done" & wait' &
@@ -151,7 +151,7 @@ wait`, pids)
 }
 
 func TestProcessKillAll(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	for i := range 3 {
 		c.startProc(t, api.StartProcessRequest{ID: fmt.Sprintf("k%d", i), Command: "sleep 300"})
 	}
@@ -173,8 +173,8 @@ func TestProcessKillAll(t *testing.T) {
 }
 
 func TestProcessLogsFollow(t *testing.T) {
-	c, _ := startAgent(t, Config{})
-	c.startProc(t, api.StartProcessRequest{ID: "talk", Command: "echo one; echo two >&2; sleep 0.3; echo three; exit 2"})
+	c, _ := startExecAgent(t, Config{})
+	c.startProc(t, api.StartProcessRequest{ID: "talk", Command: "echo one; sleep 0.05; echo two >&2; sleep 0.3; echo three; exit 2"})
 	time.Sleep(100 * time.Millisecond) // "one" and "two" are in the past
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -199,7 +199,7 @@ func TestProcessLogsFollow(t *testing.T) {
 }
 
 func TestProcessLogsBounded(t *testing.T) {
-	c, _ := startAgent(t, Config{ExecConfig: ExecConfig{ProcessLogCap: 1000}})
+	c, _ := startExecAgent(t, Config{ExecConfig: ExecConfig{ProcessLogCap: 1000}})
 	c.startProc(t, api.StartProcessRequest{ID: "loud", Command: "for i in $(seq 1000); do echo line-$i; done"})
 	c.waitExit(t, "loud")
 	var logs api.ProcessLogs
@@ -227,7 +227,7 @@ func TestProcessLogsBounded(t *testing.T) {
 }
 
 func TestWait(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ socketserver.TCPServer(("127.0.0.1", %d), H).serve_forever()'`, python, free)
 }
 
 func TestProcessKillAllMany(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	const n = 200
 	for i := range n {
 		c.startProc(t, api.StartProcessRequest{ID: fmt.Sprintf("m%d", i), Command: "sleep 300"})

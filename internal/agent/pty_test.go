@@ -82,7 +82,7 @@ func (p *ptyConn) until(want string) {
 }
 
 func TestPTY(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	a := c.openPTY(t, "cols=100&rows=30")
 	a.until(api.PTYReady)
 	if r := a.ctrl[0]; r.Cols != 100 || r.Rows != 30 || r.Pid <= 0 || r.Session != "default" {
@@ -132,7 +132,7 @@ func TestPTY(t *testing.T) {
 }
 
 func TestPTYSessionAndErrors(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "term", Cwd: "/", Env: map[string]string{"WHO": "term"}}, nil)
 	p := c.openPTY(t, "session=term")
 	p.send(`echo "$PWD:$WHO:$TERM"` + "\n")

@@ -263,6 +263,9 @@ func (s *session) shellLocked() (*shell, error) {
 func (s *session) startShell() (*shell, error) {
 	a := s.a
 	dir := filepath.Join(a.runDir, s.scope)
+	if err := a.makeRunDir(); err != nil {
+		return nil, fmt.Errorf("session directory: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("session directory: %w", err)
 	}

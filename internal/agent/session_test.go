@@ -17,7 +17,7 @@ import (
 )
 
 func TestSessionStatePersists(t *testing.T) {
-	c, cfg := startAgent(t, Config{})
+	c, cfg := startExecAgent(t, Config{})
 	dir := filepath.Join(cfg.DefaultCwd, "sub")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestSessionStatePersists(t *testing.T) {
 }
 
 func TestSessionIsolation(t *testing.T) {
-	c, cfg := startAgent(t, Config{})
+	c, cfg := startExecAgent(t, Config{})
 	var a, b api.Session
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "a", Env: map[string]string{"WHO": "a"}}, &a)
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "b", Cwd: "/", Env: map[string]string{"WHO": "b"}}, &b)
@@ -96,7 +96,7 @@ func TestSessionIsolation(t *testing.T) {
 }
 
 func TestSessionPerCallCwdAndEnvDoNotLeak(t *testing.T) {
-	c, cfg := startAgent(t, Config{})
+	c, cfg := startExecAgent(t, Config{})
 	c.sessionExec(t, "default", "export KEEP=session; export OVER=session")
 	res := c.exec(t, api.ExecRequest{Session: "default", Command: `pwd; echo "$KEEP $OVER $NEW"; export INSIDE=1`,
 		Cwd: "/", Env: map[string]string{"OVER": "call", "NEW": "call"}})
@@ -113,7 +113,7 @@ func TestSessionPerCallCwdAndEnvDoNotLeak(t *testing.T) {
 }
 
 func TestSessionStdin(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	big := strings.Repeat("x", 300<<10)
 	tests := []struct {
 		name, command string
@@ -136,7 +136,7 @@ func TestSessionStdin(t *testing.T) {
 }
 
 func TestSessionOrderAndParallelism(t *testing.T) {
-	c, cfg := startAgent(t, Config{})
+	c, cfg := startExecAgent(t, Config{})
 	for _, id := range []string{"p1", "p2", "p3"} {
 		c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: id}, nil)
 	}
@@ -171,7 +171,7 @@ func TestSessionOrderAndParallelism(t *testing.T) {
 }
 
 func TestSessionExitTerminates(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "ex", Cwd: "/"}, nil)
 	c.sessionExec(t, "ex", "cd /tmp; export GONE=1")
 	e := c.apiError(t, "POST", "/exec", api.ExecRequest{Session: "ex", Command: "echo bye; exit 3"}, http.StatusConflict, api.CodeSessionTerminated)
@@ -192,7 +192,7 @@ func TestSessionExitTerminates(t *testing.T) {
 }
 
 func TestSessionTimeoutKeepsSession(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.sessionExec(t, "default", "export KEPT=yes")
 	tests := []struct{ name, command string }{
 		{"external command", "sleep 30; echo after"},
@@ -230,7 +230,7 @@ func TestSessionTimeoutKeepsSession(t *testing.T) {
 }
 
 func TestSessionDeleteKillsOnlyItsProcesses(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "doomed"}, nil)
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "other"}, nil)
 	// A job, and a daemon that left the shell's process group and session.
@@ -259,7 +259,7 @@ func TestSessionDeleteKillsOnlyItsProcesses(t *testing.T) {
 }
 
 func TestSessionBadRequests(t *testing.T) {
-	c, _ := startAgent(t, Config{})
+	c, _ := startExecAgent(t, Config{})
 	c.call(t, "POST", "/sessions", api.CreateSessionRequest{ID: "dup"}, nil)
 	tests := []struct {
 		name   string
@@ -289,7 +289,7 @@ func TestSessionBadRequests(t *testing.T) {
 }
 
 func TestSessionCancelledCallKillsCommand(t *testing.T) {
-	c, cfg := startAgent(t, Config{})
+	c, cfg := startExecAgent(t, Config{})
 	pidFile := filepath.Join(cfg.DefaultCwd, "pid")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

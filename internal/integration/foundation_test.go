@@ -185,6 +185,14 @@ func TestIsolation(t *testing.T) {
 			}
 		})
 	}
+	t.Run("network none is loopback only", func(t *testing.T) {
+		if _, err := d.Client.Sandbox("iso-none").Create(ctxT(t), &api.CreateSandboxRequest{Network: &api.Network{Mode: api.NetworkNone}}); err != nil {
+			t.Fatal(err)
+		}
+		if res := mustExec(t, d, "iso-none", "ls /sys/class/net"); res.Stdout != "lo\n" {
+			t.Errorf("interfaces: %q", res.Stdout)
+		}
+	})
 	t.Run("writes invisible to other sandboxes", func(t *testing.T) {
 		mustExec(t, d, "iso-a", "echo secret > /workspace/a.txt && echo x > /etc/written-by-a")
 		res := mustExec(t, d, "iso-b", "cat /workspace/a.txt /etc/written-by-a 2>&1 || true")
