@@ -562,3 +562,18 @@ func TestDaemonRefusesUnsafeConfig(t *testing.T) {
 		t.Fatalf("unknown config key accepted: %v %s", err, out)
 	}
 }
+
+func TestEnvPatchSurvivesSleep(t *testing.T) {
+	d := StartDaemon(t)
+	ctx := ctxT(t)
+	v := "kept"
+	if _, err := d.Client.Sandbox("envsleep").SetEnv(ctx, api.EnvPatch{"PATCHED": &v}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Client.Sandbox("envsleep").Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := mustExec(t, d, "envsleep", `echo "$PATCHED"`); res.Stdout != "kept\n" {
+		t.Fatalf("env after stop and wake: %q", res.Stdout)
+	}
+}

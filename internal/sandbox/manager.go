@@ -581,3 +581,39 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// PatchEnv records an environment change (nil values unset) in the
+// sandbox's stored options, so that the sandbox gets it again when it
+// wakes from a stop. The running agent is told separately.
+func (m *Manager) PatchEnv(ctx context.Context, id string, patch map[string]*string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	e := m.entry(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := m.load(ctx, e); err != nil {
+		return err
+	}
+	if !e.exists {
+		return fmt.Errorf("%w: no sandbox named %q", errdefs.ErrSandboxNotFound, id)
+	}
+	env := maps.Clone(e.rec.Options.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	for k, v := range patch {
+		if v == nil {
+			delete(env, k)
+		} else {
+			env[k] = *v
+		}
+	}
+	rec := e.rec
+	rec.Options.Env = env
+	if err := m.cfg.Store.Put(ctx, rec); err != nil {
+		return err
+	}
+	e.rec = rec
+	return nil
+}

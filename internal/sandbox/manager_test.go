@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -425,5 +426,27 @@ func TestValidateID(t *testing.T) {
 		if err != nil && !errors.Is(err, errdefs.ErrInvalidSandboxID) {
 			t.Errorf("ValidateID(%q) error does not wrap the sentinel", tc.id)
 		}
+	}
+}
+
+func TestPatchEnvSurvivesStop(t *testing.T) {
+	m, _ := newTestManager(t, newFakeBackend(t), nil)
+	ctx := context.Background()
+	if _, _, err := m.Create(ctx, "envy", api.CreateSandboxRequest{Env: map[string]string{"KEEP": "1", "DROP": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	v := "new"
+	if err := m.PatchEnv(ctx, "envy", map[string]*string{"ADDED": &v, "DROP": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Stop(ctx, "envy"); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := m.Get(ctx, "envy")
+	if err != nil || !maps.Equal(sb.Env, map[string]string{"KEEP": "1", "ADDED": "new"}) {
+		t.Fatalf("env after stop: %v %v", sb.Env, err)
+	}
+	if err := m.PatchEnv(ctx, "absent", nil); !errors.Is(err, errdefs.ErrSandboxNotFound) {
+		t.Fatalf("patch of absent sandbox: %v", err)
 	}
 }

@@ -103,5 +103,12 @@ func (s *Server) handlePatchEnv(w http.ResponseWriter, r *http.Request) {
 		errdefs.Write(w, err)
 		return
 	}
-	s.forward(w, r, id, "/env", body)
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.forward(sw, r, id, "/env", body)
+	if sw.status == http.StatusOK {
+		// Remember it, so a sandbox woken from a stop has it too.
+		if err := s.cfg.Manager.PatchEnv(r.Context(), id, p); err != nil {
+			s.log.Error("storing sandbox env", "id", id, "err", err)
+		}
+	}
 }
