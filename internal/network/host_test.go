@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -275,12 +276,17 @@ func TestEgressPolicy(t *testing.T) {
 	dns := in.Blocked["10.0.0.0/8"] // a resolver in a private range, like many clouds'
 	h := openHost(t, Config{Nameservers: []netip.Addr{dns}})
 
-	// Control: every test host answers the machine itself.
+	// Control: every test host answers the machine itself, with the
+	// built-in page and with one a test adds.
 	ctx := context.Background()
+	in.Handle("GET /extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "extra") }))
 	for _, a := range in.Addrs() {
 		if _, err := nettest.Get(ctx, nettest.URL(a)); err != nil {
-			t.Fatalf("test host %s does not answer the host itself: %v", a, err)
+			t.Fatalf("test host %s does not answer the machine itself: %v", a, err)
 		}
+	}
+	if got, err := nettest.Get(ctx, nettest.URL(in.Public)+"extra"); err != nil || got != "extra" {
+		t.Fatalf("added handler: %q, %v", got, err)
 	}
 
 	def, defA := attach(t, h, "default", Policy{})

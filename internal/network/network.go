@@ -16,9 +16,10 @@
 // The per-sandbox work at start is a handful of netlink requests, done in
 // the sandbox's network namespace from a thread that joins it, and, only
 // for sandboxes with allow or deny lists, one nft transaction. Everything
-// needed to undo it after a crash of sbxd is in StateDir (state.go). A
-// veth dies with its namespace anyway; Release deletes it explicitly so
-// that its name is free at once.
+// needed to undo it after a crash of sbxd is in StateDir (state.go).
+// Release hands the slow kernel work (veth deletion, conntrack flush) to a
+// background janitor and keeps the sandbox's address leased until it is
+// done, so that a new sandbox never meets an old one's leftovers.
 //
 // DNS: sandboxes use the host's nameservers, read from /etc/resolv.conf, or,
 // when it lists only loopback resolvers (systemd-resolved's 127.0.0.53,
@@ -27,6 +28,12 @@
 // policy, even when they are private or a host address. A host whose only
 // resolver listens on loopback must pass Config.Nameservers; sandboxes
 // have no DNS otherwise (Open logs a warning).
+//
+// Host firewalls: the table only adds refusals; another one that drops
+// forwarded traffic (Docker sets iptables' FORWARD policy to DROP) must let
+// the bridge's traffic through, or sandboxes have no egress. Connections
+// that host processes open to sandbox addresses are not filtered; sbx
+// itself reaches sandboxes only through their agents' sockets.
 package network
 
 import (
@@ -61,7 +68,7 @@ type Config struct {
 	// /29. The zero value picks a free /22 of DefaultPool.
 	Subnet netip.Prefix
 	// Nameservers are the IPv4 DNS servers of sandboxes; nil means the
-	// host's (see the package comment).
+	// host's (see the package comment), empty means none.
 	Nameservers []netip.Addr
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
@@ -170,9 +177,9 @@ func Open(cfg Config) (_ *Host, err error) {
 			h.hostNS.Close()
 		}
 	}()
-	recs, err := h.records()
-	if err != nil {
-		h.log.Warn("unusable network records are left for cleanup", "err", err)
+	recs, rerr := h.records()
+	if rerr != nil {
+		h.log.Warn("unusable network records are left for cleanup", "err", rerr)
 	}
 	if err := h.setupHost(cfg.Subnet, recs); err != nil {
 		return nil, err
@@ -222,12 +229,6 @@ func (h *Host) Subnet() netip.Prefix { return h.subnet }
 
 // Gateway is the bridge's address, the sandboxes' default route.
 func (h *Host) Gateway() netip.Addr { return h.gateway }
-
-// Nameservers are the DNS servers sandboxes use.
-func (h *Host) Nameservers() []netip.Addr { return h.dns.nameservers }
-
-// Bridge is the name of the bridge sandboxes are attached to.
-func (h *Host) Bridge() string { return h.bridge }
 
 // ResolvConf is the /etc/resolv.conf of sandboxes.
 func (h *Host) ResolvConf() []byte { return h.dns.render() }

@@ -57,6 +57,7 @@ type Internet struct {
 
 	link    string
 	ns      *os.File
+	mux     *http.ServeMux
 	closers []io.Closer
 }
 
@@ -237,8 +238,14 @@ func (in *Internet) Addrs() []netip.Addr {
 // URL is the test host's HTTP address at a.
 func URL(a netip.Addr) string { return "http://" + a.String() + "/" }
 
+// Handle adds an HTTP handler to the test host's server on port 80 (at
+// every address), for tests that need more than the built-in pages, such
+// as a git smart-HTTP server.
+func (in *Internet) Handle(pattern string, h http.Handler) { in.mux.Handle(pattern, h) }
+
 func (in *Internet) serve(ln, dnsTCP net.Listener, dnsUDP []net.PacketConn) {
 	mux := http.NewServeMux()
+	in.mux = mux
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		host, _, _ := net.SplitHostPort(local.String())
