@@ -164,7 +164,28 @@ func BenchmarkPersistentWake(b *testing.B) {
 		ephWake += time.Since(t0)
 	}
 	b.StopTimer()
+	// Baseline: the same upper directory through tar and zstd on the host.
+	upper := filepath.Join(d.DataDir, "sandboxes", "bench-pers", "upper")
+	scratch := b.TempDir()
+	var tarC, tarX time.Duration
+	for i := range b.N {
+		t0 := time.Now()
+		if out, err := exec.Command("sh", "-c", "tar -C "+upper+" -cf - . | zstd -q -3 -T0 > "+scratch+"/u.tar.zst").CombinedOutput(); err != nil {
+			b.Fatalf("tar | zstd: %v %s", err, out)
+		}
+		tarC += time.Since(t0)
+		x := filepath.Join(scratch, fmt.Sprint(i))
+		os.Mkdir(x, 0o755)
+		t0 = time.Now()
+		if out, err := exec.Command("sh", "-c", "zstd -q -dc "+scratch+"/u.tar.zst | tar -C "+x+" -xf -").CombinedOutput(); err != nil {
+			b.Fatalf("zstd -d | tar: %v %s", err, out)
+		}
+		tarX += time.Since(t0)
+		os.RemoveAll(x)
+	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(ms(tarC), "tar|zstd-ms")
+	b.ReportMetric(ms(tarX), "zstd-d|tar-x-ms")
 	b.ReportMetric(ms(wake), "wake-ms")
 	b.ReportMetric(ms(stop), "stop-ms")
 	b.ReportMetric(ms(ephWake), "ephemeral-wake-ms")

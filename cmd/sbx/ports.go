@@ -75,7 +75,7 @@ sandbox stops (idle, sbx stop, sbx rm) its URLs answer 410 Gone.`,
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "label shown by `sbx ports`")
+	cmd.Flags().StringVar(&name, "name", "", "label shown by sbx ports")
 	cmd.Flags().StringVar(&token, "preview-token", "", "use this URL token (8-32 of a-z, 0-9) instead of a random one")
 	return cmd
 }

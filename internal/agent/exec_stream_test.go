@@ -63,7 +63,7 @@ func TestExecStreamOrder(t *testing.T) {
 	c, _ := startExecAgent(t, Config{})
 	for _, session := range []string{"", "default"} {
 		evs := c.streamExec(t, api.ExecRequest{Session: session,
-			Command: `for i in 1 2 3 4 5; do echo "out $i"; sleep 0.01; echo "err $i" >&2; sleep 0.01; done`})
+			Command: `for i in 1 2 3 4 5; do echo "out $i"; sleep 0.05; echo "err $i" >&2; sleep 0.05; done`})
 		_, _, merged := outputOf(t, evs)
 		var want []string
 		for i := 1; i <= 5; i++ {

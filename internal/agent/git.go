@@ -32,7 +32,8 @@ import (
 // helper before it drops any helper the image configures, so nothing
 // stores them. The clone's origin is the URL without userinfo, and the
 // clone's .git/config is checked for the secret before success is
-// reported.
+// reported. git never prompts: a repository that wants credentials it was
+// not given fails at once.
 
 const (
 	// gitOutputCap is how much of git's output is kept for messages.
@@ -127,8 +128,13 @@ func (a *Agent) gitCheckout(ctx context.Context, req *api.GitCheckoutRequest) (*
 		return nil, err
 	}
 
-	argv := []string{"git", "-c", "credential.helper=", "-c", "credential.helper=" + gitHelper, "-c", "core.askPass=",
-		"clone", "--quiet"}
+	argv := []string{"git"}
+	if creds.password != "" {
+		// Only this helper: none the image configures sees, or stores, the
+		// secret. Without credentials the sandbox's own helpers apply.
+		argv = append(argv, "-c", "credential.helper=", "-c", "credential.helper="+gitHelper)
+	}
+	argv = append(argv, "clone", "--quiet")
 	if req.Depth > 0 {
 		argv = append(argv, "--depth", strconv.Itoa(req.Depth))
 	}

@@ -2,57 +2,19 @@ package integration
 
 import (
 	"errors"
+	"io"
+	"net/http"
+	"net/http/cgi"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sbx-dev/sbx/api"
 	"github.com/sbx-dev/sbx/client"
+	"github.com/sbx-dev/sbx/internal/network/nettest"
 )
-
-// gitHTTPServer serves the bare repositories under a root over git's smart
-// HTTP protocol by running `git http-backend` as a CGI program (Python
-// standard library only). Paths under /private/ need HTTP basic auth with
-// $AUTH_USER and $AUTH_PASS.
-const gitHTTPServer = `
-import base64, http.server, os, subprocess, sys
-port, root = int(sys.argv[1]), sys.argv[2]
-want = 'Basic ' + base64.b64encode((os.environ['AUTH_USER'] + ':' + os.environ['AUTH_PASS']).encode()).decode()
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self): self.cgi()
-    def do_POST(self): self.cgi()
-    def cgi(self):
-        path, _, query = self.path.partition('?')
-        if path.startswith('/private/'):
-            if self.headers.get('Authorization') != want:
-                self.send_response(401)
-                self.send_header('WWW-Authenticate', 'Basic realm="git"')
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-                return
-            path = path[len('/private'):]
-        env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL='1', PATH_INFO=path, QUERY_STRING=query,
-                   REQUEST_METHOD=self.command, CONTENT_TYPE=self.headers.get('Content-Type', ''), REMOTE_ADDR='127.0.0.1')
-        if self.headers.get('Content-Encoding'):
-            env['HTTP_CONTENT_ENCODING'] = self.headers['Content-Encoding']
-        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-        out = subprocess.run(['git', 'http-backend'], input=body, env=env, capture_output=True).stdout
-        head, _, rest = out.partition(b'\r\n\r\n')
-        status, headers = 200, []
-        for line in head.decode().split('\r\n'):
-            k, _, v = line.partition(':')
-            if k.lower() == 'status':
-                status = int(v.split()[0])
-            elif k:
-                headers.append((k, v.strip()))
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header('Content-Length', str(len(rest)))
-        self.end_headers()
-        self.wfile.write(rest)
-    def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(('127.0.0.1', port), Handler).serve_forever()
-`
 
 const (
 	gitUser   = "alice"
@@ -60,41 +22,60 @@ const (
 )
 
 // startGitServer builds a repository with two commits on main and one more
-// on branch feature, and serves it over smart HTTP. The server runs inside
-// sandbox id, on its loopback: this test is about checkout, not egress, so
-// the agent's git reaches it without any network beyond the sandbox's own.
-// It returns the server's base URL.
-func startGitServer(t *testing.T, d *Daemon, id string) string {
+// on branch feature, and serves it over git's smart HTTP protocol (`git
+// http-backend` as a CGI program) from a host of the test's own internet
+// (package nettest): /git/ openly, /private/ behind basic auth. The
+// sandboxes reach it as they would reach a forge, by name through the
+// test's DNS and their normal egress. It returns the daemon and the base
+// URL.
+func startGitServer(t *testing.T) (*Daemon, string) {
 	t.Helper()
-	mustExec(t, d, id, "mkdir -p /srv && cat > /srv/githttp.py", client.WithStdin(gitHTTPServer))
-	res := mustExec(t, d, id, `set -e
-export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.test GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.test
-git init -q -b main /srv/src && cd /srv/src
+	d, in := netDaemon(t)
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal("git is not installed on this machine")
+	}
+	root := t.TempDir()
+	cmd := exec.Command("bash", "-c", `set -e
+git init -q -b main src && cd src
 echo one > f && git add f && git commit -qm one
 echo two > f && git commit -qam two
 git checkout -qb feature && echo three > g && git add g && git commit -qm three && git checkout -q main
-mkdir -p /srv/git && git clone -q --bare /srv/src /srv/git/repo.git
-AUTH_USER=`+gitUser+` AUTH_PASS=`+gitSecret+` nohup python3 /srv/githttp.py 8418 /srv/git >/srv/githttp.log 2>&1 &
-for i in $(seq 100); do curl -sf -o /dev/null 'http://127.0.0.1:8418/repo.git/info/refs?service=git-upload-pack' && exit 0; sleep 0.05; done
-cat /srv/githttp.log; exit 1`)
-	if res.ExitCode != 0 {
-		t.Fatalf("git server did not start: %s%s", res.Stdout, res.Stderr)
+cd .. && git clone -q --bare src srv/repo.git`)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.test", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.test")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the repository: %v\n%s", err, out)
 	}
-	return "http://127.0.0.1:8418"
+	backend := func(prefix string) http.Handler {
+		return &cgi.Handler{Path: gitPath, Args: []string{"http-backend"}, Root: prefix, Stderr: io.Discard,
+			Env: []string{"GIT_PROJECT_ROOT=" + filepath.Join(root, "srv"), "GIT_HTTP_EXPORT_ALL=1"}}
+	}
+	in.Handle("/git/", backend("/git"))
+	private := backend("/private")
+	in.Handle("/private/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != gitUser || p != gitSecret {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		private.ServeHTTP(w, r)
+	}))
+	return d, "http://" + nettest.WebName
 }
 
 func TestGitCheckout(t *testing.T) {
-	d := StartDaemon(t)
+	d, base := startGitServer(t)
 	ctx := ctxT(t)
 	sb := d.Client.Sandbox("git")
-	base := startGitServer(t, d, "git")
 
 	t.Run("branch at depth 1", func(t *testing.T) {
-		res, err := sb.GitCheckout(ctx, api.GitCheckoutRequest{URL: base + "/repo.git", Branch: "feature", Depth: 1})
+		res, err := sb.GitCheckout(ctx, api.GitCheckoutRequest{URL: base + "/git/repo.git", Branch: "feature", Depth: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.TargetDir != "/workspace/repo" || res.Branch != "feature" || len(res.Commit) != 40 || res.URL != base+"/repo.git" {
+		if res.TargetDir != "/workspace/repo" || res.Branch != "feature" || len(res.Commit) != 40 || res.URL != base+"/git/repo.git" {
 			t.Errorf("result %+v", res)
 		}
 		out := mustExec(t, d, "git", "cd /workspace/repo && git rev-list --count HEAD && git branch --show-current && cat g && git rev-parse HEAD")
@@ -103,7 +84,7 @@ func TestGitCheckout(t *testing.T) {
 		}
 	})
 	t.Run("default branch, whole history", func(t *testing.T) {
-		res, err := sb.GitCheckout(ctx, api.GitCheckoutRequest{URL: base + "/repo.git", TargetDir: "full"})
+		res, err := sb.GitCheckout(ctx, api.GitCheckoutRequest{URL: base + "/git/repo.git", TargetDir: "full"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +99,7 @@ func TestGitCheckout(t *testing.T) {
 		name string
 		req  api.GitCheckoutRequest
 	}{
-		{"credentials in the URL", api.GitCheckoutRequest{URL: "http://" + gitUser + ":" + gitSecret + "@127.0.0.1:8418/private/repo.git", TargetDir: "/srv/clones/url", Depth: 1}},
+		{"credentials in the URL", api.GitCheckoutRequest{URL: "http://" + gitUser + ":" + gitSecret + "@" + nettest.WebName + "/private/repo.git", TargetDir: "/srv/clones/url", Depth: 1}},
 		{"credentials as fields", api.GitCheckoutRequest{URL: base + "/private/repo.git", Username: gitUser, Token: gitSecret, TargetDir: "/srv/clones/fields", Branch: "feature"}},
 	}
 	for _, tc := range creds {
@@ -147,16 +128,17 @@ func TestGitCheckout(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"missing branch", api.GitCheckoutRequest{URL: base + "/repo.git", Branch: "nope", TargetDir: "f1"}, 404, api.CodeGitBranchNotFound},
-		{"non-empty target", api.GitCheckoutRequest{URL: base + "/repo.git"}, 409, api.CodeTargetNotEmpty},
-		{"target is a file", api.GitCheckoutRequest{URL: base + "/repo.git", TargetDir: "/srv/githttp.py"}, 409, api.CodeTargetNotEmpty},
-		{"unreachable", api.GitCheckoutRequest{URL: "http://127.0.0.1:1/repo.git", TargetDir: "f2"}, 502, api.CodeGitUnreachable},
-		{"no such repository", api.GitCheckoutRequest{URL: base + "/nope.git", TargetDir: "f3"}, 404, api.CodeGitRepoNotFound},
+		{"missing branch", api.GitCheckoutRequest{URL: base + "/git/repo.git", Branch: "nope", TargetDir: "f1"}, 404, api.CodeGitBranchNotFound},
+		{"non-empty target", api.GitCheckoutRequest{URL: base + "/git/repo.git"}, 409, api.CodeTargetNotEmpty},
+		{"target is a file", api.GitCheckoutRequest{URL: base + "/git/repo.git", TargetDir: "/etc/hostname"}, 409, api.CodeTargetNotEmpty},
+		{"connection refused", api.GitCheckoutRequest{URL: "http://" + nettest.WebName + ":81/git/repo.git", TargetDir: "f2"}, 502, api.CodeGitUnreachable},
+		{"unknown host", api.GitCheckoutRequest{URL: "http://nope.sbx.test/git/repo.git", TargetDir: "f2"}, 502, api.CodeGitUnreachable},
+		{"no such repository", api.GitCheckoutRequest{URL: base + "/git/nope.git", TargetDir: "f3"}, 404, api.CodeGitRepoNotFound},
 		{"credentials missing", api.GitCheckoutRequest{URL: base + "/private/repo.git", TargetDir: "f4"}, 403, api.CodeGitAuthFailed},
 		{"credentials wrong", api.GitCheckoutRequest{URL: base + "/private/repo.git", Token: "wrong-token", TargetDir: "f5"}, 403, api.CodeGitAuthFailed},
 		{"bad URL", api.GitCheckoutRequest{URL: "ftp://example.test/repo.git"}, 400, api.CodeInvalidRequest},
-		{"bad depth", api.GitCheckoutRequest{URL: base + "/repo.git", Depth: -1}, 400, api.CodeInvalidRequest},
-		{"option as branch", api.GitCheckoutRequest{URL: base + "/repo.git", Branch: "--upload-pack=touch /tmp/x"}, 400, api.CodeInvalidRequest},
+		{"bad depth", api.GitCheckoutRequest{URL: base + "/git/repo.git", Depth: -1}, 400, api.CodeInvalidRequest},
+		{"option as branch", api.GitCheckoutRequest{URL: base + "/git/repo.git", Branch: "--upload-pack=touch /tmp/x"}, 400, api.CodeInvalidRequest},
 	}
 	for _, tc := range failures {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,6 +147,7 @@ func TestGitCheckout(t *testing.T) {
 			if !errors.As(err, &e) || e.Status != tc.status || e.Code != tc.code {
 				t.Fatalf("err = %v, want %d %s", err, tc.status, tc.code)
 			}
+			t.Logf("%d %s: %s", e.Status, e.Code, e.Message)
 			if strings.Contains(e.Message, "wrong-token") || strings.Contains(e.Message, gitSecret) {
 				t.Errorf("message shows the credentials: %s", e.Message)
 			}
@@ -178,10 +161,9 @@ func TestGitCheckout(t *testing.T) {
 }
 
 func TestGitCloneCLI(t *testing.T) {
-	d := StartDaemon(t)
-	base := startGitServer(t, d, "gitcli")
-	out, errOut, code := d.CLI(nil, "git", "clone", "gitcli", base+"/repo.git", "--branch", "feature", "--depth", "1", "--dir", "cli")
-	if code != 0 || !strings.Contains(out, "cloned "+base+"/repo.git into /workspace/cli (feature at ") {
+	d, base := startGitServer(t)
+	out, errOut, code := d.CLI(nil, "git", "clone", "gitcli", base+"/git/repo.git", "--branch", "feature", "--depth", "1", "--dir", "cli")
+	if code != 0 || !strings.Contains(out, "cloned "+base+"/git/repo.git into /workspace/cli (feature at ") {
 		t.Fatalf("sbx git clone: %d %q %q", code, out, errOut)
 	}
 	res := mustExec(t, d, "gitcli", "git -C /workspace/cli rev-list --count HEAD")
@@ -194,7 +176,7 @@ func TestGitCloneCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"targetDir": "/srv/priv"`) {
 		t.Fatalf("sbx git clone --token-stdin: %d %q %q", code, out, errOut)
 	}
-	_, errOut, code = d.CLI(nil, "git", "clone", "gitcli", base+"/repo.git", "--branch", "nope", "--dir", "x")
+	_, errOut, code = d.CLI(nil, "git", "clone", "gitcli", base+"/git/repo.git", "--branch", "nope", "--dir", "x")
 	if code == 0 || !strings.Contains(errOut, api.CodeGitBranchNotFound) {
 		t.Errorf("missing branch: %d %q", code, errOut)
 	}

@@ -55,8 +55,8 @@ func TestPorts(t *testing.T) {
 	}
 	want := []struct {
 		id, token, name, state string
-		port, listen          int
-		ended                 time.Time
+		port, listen           int
+		ended                  time.Time
 	}{
 		{"a", "tok2", "", PortEnded, 3000, 0, t0},
 		{"a", "tok1", "renamed", PortEnded, 8080, 40001, t0.Add(time.Second)},

@@ -97,6 +97,7 @@ func TestCapabilities(t *testing.T) {
 				MemoryLimit:   true,
 				PidsLimit:     true,
 				Egress:        true,
+				Persistence:   true,
 			}
 			if got != want {
 				t.Errorf("Capabilities = %+v, want %+v", got, want)

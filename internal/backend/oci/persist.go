@@ -36,8 +36,8 @@ import (
 // *at system calls on it, so that no entry can land or write outside it.
 
 const (
-	upperFormat  = "SBX.upper"  // global record: format version
-	upperIDMap   = "SBX.idmap"  // global record: "host:size" of the id range
+	upperFormat  = "SBX.upper" // global record: format version
+	upperIDMap   = "SBX.idmap" // global record: "host:size" of the id range
 	xattrRecord  = "SCHILY.xattr."
 	upperVersion = "1"
 )
