@@ -17,6 +17,7 @@ func createCmd(g *globals) *cobra.Command {
 		req        api.CreateSandboxRequest
 		sleepAfter time.Duration
 		env        []string
+		network    api.Network
 	)
 	cmd := &cobra.Command{
 		Use:   "create ID",
@@ -27,8 +28,15 @@ options it fails with CONFLICT.
 
 Instance types: lite (1/16 vCPU, 256 MiB), basic (1/4 vCPU, 1 GiB),
 standard-1 (1/2 vCPU, 4 GiB, the default), standard-2 (1 vCPU, 6 GiB),
-standard-3 (2 vCPU, 8 GiB), standard-4 (4 vCPU, 12 GiB).`,
-		Example: `  sbx create build-7 --instance-type standard-2 --env CI=1 --keep-alive`,
+standard-3 (2 vCPU, 8 GiB), standard-4 (4 vCPU, 12 GiB).
+
+Network: the internet by default, never the host, other sandboxes, private
+or link-local (metadata) ranges. --network none leaves only loopback;
+--allow limits outbound traffic to the listed addresses, CIDRs or host
+names; --deny refuses them.`,
+		Example: `  sbx create build-7 --instance-type standard-2 --env CI=1 --keep-alive
+  sbx create offline --network none
+  sbx create fetcher --allow pypi.org --allow files.pythonhosted.org`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
@@ -36,6 +44,9 @@ standard-3 (2 vCPU, 8 GiB), standard-4 (4 vCPU, 12 GiB).`,
 				return err
 			}
 			req.SleepAfter = api.Duration(sleepAfter)
+			if network.Mode != "" || len(network.Allow) > 0 || len(network.Deny) > 0 {
+				req.Network = &network
+			}
 			for _, kv := range env {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
@@ -64,6 +75,9 @@ standard-3 (2 vCPU, 8 GiB), standard-4 (4 vCPU, 12 GiB).`,
 	f.BoolVar(&req.KeepAlive, "keep-alive", false, "never stop the sandbox for idleness")
 	f.BoolVar(&req.Persistent, "persistent", false, "keep the whole file system across stops and daemon restarts (sbx rm --purge discards it)")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE for every command (repeatable)")
+	f.StringVar(&network.Mode, "network", "", "network mode: internet (default) or none")
+	f.StringArrayVar(&network.Allow, "allow", nil, "only allow outbound traffic to this address, CIDR or host name (repeatable)")
+	f.StringArrayVar(&network.Deny, "deny", nil, "refuse outbound traffic to this address, CIDR or host name (repeatable)")
 	return cmd
 }
 

@@ -146,6 +146,15 @@ func TestCLI(t *testing.T) {
 	if strings.Contains(out, "cli-box") {
 		t.Errorf("removed sandbox still listed: %q", out)
 	}
+	if _, errOut, code = d.CLI(nil, "create", "netless", "--network", "none"); code != 0 {
+		t.Fatalf("create --network none: %s", errOut)
+	}
+	if out, _, _ = d.CLI(nil, "exec", "netless", "--", "ls /sys/class/net"); out != "lo\n" {
+		t.Errorf("--network none sandbox has interfaces %q", out)
+	}
+	if _, errOut, code = d.CLI(nil, "create", "badnet", "--allow", "not a cidr!"); code == 0 || !strings.Contains(errOut, "INVALID_REQUEST") {
+		t.Errorf("bad --allow accepted: %d %s", code, errOut)
+	}
 	out, _, code = d.CLI(nil, "exec", "--help")
 	if code != 0 || !strings.Contains(out, "Example") {
 		t.Errorf("--help does not teach: %q", out)
