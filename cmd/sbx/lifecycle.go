@@ -37,7 +37,7 @@ names; --deny refuses them.`,
 		Example: `  sbx create build-7 --instance-type standard-2 --env CI=1 --keep-alive
   sbx create offline --network none
   sbx create fetcher --allow pypi.org --allow files.pythonhosted.org`,
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
