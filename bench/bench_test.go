@@ -145,6 +145,14 @@ func BenchmarkBaselineRuntimeRun(b *testing.B) {
 				b.Fatal(err)
 			}
 			state := b.TempDir()
+			b.Cleanup(func() {
+				// The runtime removes the container's cgroup, not its parent.
+				dirs, _ := filepath.Glob("/sys/fs/cgroup/*/sbx-bench")
+				for _, d := range dirs {
+					os.Remove(filepath.Join(d, "baseline"))
+					os.Remove(d)
+				}
+			})
 			timeIt(b, func(i int) {
 				cmd := exec.Command(rt, "--root", state, "run", "--bundle", bundle, fmt.Sprintf("bench-%d", i))
 				if out, err := cmd.CombinedOutput(); err != nil {
