@@ -309,21 +309,7 @@ func TestEgressPolicy(t *testing.T) {
 	})
 	t.Run("Host", func(t *testing.T) {
 		// A listener on every host address, sbxd's API port stand-in.
-		ln, err := net.Listen("tcp4", "0.0.0.0:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		port := ln.Addr().(*net.TCPAddr).Port
+		port := nettest.HostListener(t)
 		addrs := []netip.Addr{h.Gateway(), in.HostSide}
 		for _, a := range hostAddrs(t) {
 			addrs = append(addrs, a)

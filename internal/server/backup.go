@@ -51,12 +51,7 @@ func (s *Server) handleCreateBackup(w http.ResponseWriter, r *http.Request) {
 		err = s.backups()
 	}
 	if err == nil {
-		_, err = readJSON(w, r, &req)
-	}
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
+		_, err = readValid(w, r, &req)
 	}
 	if err != nil {
 		errdefs.Write(w, err)
@@ -123,12 +118,7 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 		err = s.backups()
 	}
 	if err == nil {
-		_, err = readJSON(w, r, &req)
-	}
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
+		_, err = readValid(w, r, &req)
 	}
 	if err != nil {
 		errdefs.Write(w, err)

@@ -37,12 +37,7 @@ func (s *Server) handleCreateContext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.CreateCodeContextRequest
-	body, err := readJSON(w, r, &req)
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	body, err := readValid(w, r, &req)
 	if err != nil {
 		errdefs.Write(w, err)
 		return
@@ -80,12 +75,7 @@ func (s *Server) handleRunCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.RunCodeRequest
-	body, err := readJSON(w, r, &req)
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	body, err := readValid(w, r, &req)
 	if err != nil {
 		errdefs.Write(w, err)
 		return

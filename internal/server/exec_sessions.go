@@ -34,9 +34,6 @@ func sandboxID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return id, true
 }
 
-// validator is a request body that checks itself.
-type validator interface{ Validate() error }
-
 // forwardJSON reads and validates a JSON body of type T, then forwards it
 // to the agent at path.
 func forwardJSON[T any, PT interface {
@@ -48,12 +45,7 @@ func forwardJSON[T any, PT interface {
 		return
 	}
 	var v T
-	body, err := readJSON(w, r, &v)
-	if err == nil {
-		if verr := PT(&v).Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	body, err := readValid(w, r, PT(&v))
 	if err != nil {
 		errdefs.Write(w, err)
 		return
@@ -93,12 +85,7 @@ func (s *Server) handlePatchEnv(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var p api.EnvPatch
-	body, err := readJSON(w, r, &p)
-	if err == nil {
-		if verr := p.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	body, err := readValid(w, r, &p)
 	if err != nil {
 		errdefs.Write(w, err)
 		return

@@ -32,6 +32,23 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, error) {
 
 // execRoutes are the routes of command execution: exec, the sandbox env,
 // sessions, background processes and terminals.
+// validator is a request body that checks itself before anything runs.
+type validator interface{ Validate() error }
+
+// readValid reads a strict JSON body into v and validates it; every problem
+// is an ErrInvalidArgument saying what to fix. It returns the body for
+// forwarding.
+func readValid(w http.ResponseWriter, r *http.Request, v validator) ([]byte, error) {
+	body, err := readJSON(w, r, v)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	return body, nil
+}
+
 func (s *Server) execRoutes() []route {
 	rs := []route{
 		{"POST", "/v1/sandboxes/{id}/exec", true, s.handleExec, opDoc{
@@ -57,12 +74,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.ExecRequest
-	body, err := readJSON(w, r, &req)
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	body, err := readValid(w, r, &req)
 	if err != nil {
 		errdefs.Write(w, err)
 		return

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/sbx-dev/sbx/api"
@@ -28,12 +27,7 @@ func (s *Server) handleGitCheckout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.GitCheckoutRequest
-	body, err := readJSON(w, r, &req)
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	body, err := readValid(w, r, &req)
 	if err != nil {
 		errdefs.Write(w, err)
 		return

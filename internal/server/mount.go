@@ -63,12 +63,7 @@ func (s *Server) handleMount(w http.ResponseWriter, r *http.Request) {
 		err = s.mounts()
 	}
 	if err == nil {
-		_, err = readJSON(w, r, &req)
-	}
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
+		_, err = readValid(w, r, &req)
 	}
 	if err != nil {
 		errdefs.Write(w, err)

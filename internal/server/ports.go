@@ -575,12 +575,7 @@ func (s *Server) handleExpose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.ExposePortRequest
-	_, err := readJSON(w, r, &req)
-	if err == nil {
-		if verr := req.Validate(); verr != nil {
-			err = fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, verr)
-		}
-	}
+	_, err := readValid(w, r, &req)
 	if err == nil && s.prev == nil {
 		err = errNoPreviews
 	}

@@ -147,21 +147,7 @@ func (s *suite) testNetwork(t *testing.T) {
 	t.Run("Host", func(t *testing.T) {
 		// A listener on every address of the machine stands in for the
 		// API port: no host address reaches it from a sandbox.
-		ln, err := net.Listen("tcp4", "0.0.0.0:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		port := ln.Addr().(*net.TCPAddr).Port
+		port := nettest.HostListener(t)
 		targets := map[string]bool{n.in.HostSide.String(): true}
 		targets[output(t, def, "ip -4 route show default | awk '{print $3}'")] = true
 		addrs, err := net.InterfaceAddrs()

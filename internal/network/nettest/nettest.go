@@ -458,3 +458,25 @@ func Get(ctx context.Context, url string) (string, error) {
 	}
 	return string(b), err
 }
+
+// HostListener listens on every IPv4 address of the host, accepting and
+// closing connections, as a stand-in for sbxd's API port, until the test
+// ends. It returns the port.
+func HostListener(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
