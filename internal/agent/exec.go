@@ -12,8 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sbx-dev/sbx/api"
 	"github.com/sbx-dev/sbx/internal/errdefs"
@@ -261,9 +264,7 @@ func (a *Agent) runOnce(ctx context.Context, c *command, sink outputSink, starte
 		started(p.pid)
 	}
 
-	eof := make(chan struct{}, 2)
-	go pump(outR, stdout, sink, eof)
-	go pump(errR, stderr, sink, eof)
+	pumps := startPumps(outR, errR, sink)
 
 	var timeout <-chan time.Time
 	if c.timeout > 0 {
@@ -298,7 +299,7 @@ func (a *Agent) runOnce(ctx context.Context, c *command, sink outputSink, starte
 	// The output of a command that has exited is normally at end-of-file
 	// already: the kernel closes a process's descriptors before it reports
 	// the exit. Only processes it left behind can delay it.
-	waitEOF(eof, 2, pipeGrace)
+	pumps.wait(pipeGrace)
 	if stdinW != nil {
 		stdinW.Close() // unblocks a writer stuck on input nobody reads
 	}
@@ -318,28 +319,6 @@ func (a *Agent) runOnce(ctx context.Context, c *command, sink outputSink, starte
 	return o, nil
 }
 
-// waitEOF waits until n pumps have reported on eof, or for grace once one
-// has to be waited for.
-func waitEOF(eof <-chan struct{}, n int, grace time.Duration) {
-	var t *time.Timer
-	for ; n > 0; n-- {
-		select {
-		case <-eof:
-			continue
-		default:
-		}
-		if t == nil {
-			t = time.NewTimer(grace)
-			defer t.Stop()
-		}
-		select {
-		case <-eof:
-		case <-t.C:
-			return
-		}
-	}
-}
-
 // startError explains why the shell could not be started.
 func startError(shell string, err error) error {
 	switch {
@@ -355,14 +334,30 @@ func startError(shell string, err error) error {
 // pumpBufs recycles the read buffers of pump.
 var pumpBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pump copies f into sink until end-of-file or a read error, then closes f
-// and sends on eof (if not nil).
-func pump(f *os.File, stream int, sink outputSink, eof chan<- struct{}) {
+// outputPumps copy a command's stdout and stderr pipes into a sink.
+type outputPumps struct {
+	eof   chan struct{}
+	busy  atomic.Int32 // pumps holding bytes read but not yet in the sink
+	pipes [2]*os.File
+}
+
+// startPumps starts copying out and errOut into sink.
+func startPumps(out, errOut *os.File, sink outputSink) *outputPumps {
+	p := &outputPumps{eof: make(chan struct{}, 2), pipes: [2]*os.File{out, errOut}}
+	go p.pump(stdout, sink)
+	go p.pump(stderr, sink)
+	return p
+}
+
+func (p *outputPumps) pump(stream int, sink outputSink) {
+	f := p.pipes[stream]
 	bp := pumpBufs.Get().(*[]byte)
 	for {
 		n, err := f.Read(*bp)
 		if n > 0 {
+			p.busy.Add(1)
 			sink.write(stream, (*bp)[:n])
+			p.busy.Add(-1)
 		}
 		if err != nil {
 			break
@@ -370,9 +365,52 @@ func pump(f *os.File, stream int, sink outputSink, eof chan<- struct{}) {
 	}
 	pumpBufs.Put(bp)
 	f.Close()
-	if eof != nil {
-		eof <- struct{}{}
+	p.eof <- struct{}{}
+}
+
+// wait returns once both pipes are at end-of-file, or once grace has
+// passed with nothing left to copy: what a command left running in the
+// background may hold its pipes for ever. Output already written is never
+// cut off by a pump that the scheduler left waiting (a loaded machine can
+// delay it far beyond grace), though a writer that never stops is given up
+// on after maxDrain.
+func (p *outputPumps) wait(grace time.Duration) {
+	const maxDrain = time.Second
+	deadline := time.Now().Add(maxDrain)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for n := 2; n > 0; {
+		select {
+		case <-p.eof:
+			n--
+		case <-t.C:
+			if !p.pending() || time.Now().After(deadline) {
+				return
+			}
+			t.Reset(grace)
+		}
 	}
+}
+
+// pending reports whether output is still on its way: bytes in a pipe or
+// in a pump's hands.
+func (p *outputPumps) pending() bool {
+	if p.busy.Load() > 0 {
+		return true
+	}
+	for _, f := range p.pipes {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			continue
+		}
+		n := 0
+		// TIOCINQ is FIONREAD: bytes waiting in the pipe. Control fails
+		// once the pump has closed it: nothing left then.
+		if rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }) == nil && n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // captureSink keeps the output of a non-streaming exec.

@@ -322,3 +322,40 @@ func TestExecNoDescriptorLeak(t *testing.T) {
 		t.Errorf("open descriptors grew from %d to %d over 40 execs", before, countFDs())
 	}
 }
+
+// slowSink takes its time with every write, like a pump the scheduler left
+// waiting on a loaded machine.
+type slowSink struct {
+	mu  sync.Mutex
+	got [2][]byte
+}
+
+func (s *slowSink) write(stream int, p []byte) {
+	time.Sleep(100 * time.Millisecond)
+	s.mu.Lock()
+	s.got[stream] = append(s.got[stream], p...)
+	s.mu.Unlock()
+}
+
+func (s *slowSink) detach() {}
+
+func TestPumpsNeverCutOffWrittenOutput(t *testing.T) {
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	outW.WriteString("all of stdout")
+	errW.WriteString("all of stderr")
+	sink := &slowSink{}
+	p := startPumps(outR, errR, sink)
+	// The writers stay open, as a background job would hold them: only
+	// the grace ends the wait, and it must not end it before the output
+	// already written is in the sink.
+	p.wait(10 * time.Millisecond)
+	sink.mu.Lock()
+	got := [2]string{string(sink.got[0]), string(sink.got[1])}
+	sink.mu.Unlock()
+	if got != [2]string{"all of stdout", "all of stderr"} {
+		t.Fatalf("sink got %q", got)
+	}
+	outW.Close()
+	errW.Close()
+}

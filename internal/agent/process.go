@@ -171,10 +171,7 @@ func (t *processTable) start(ctx context.Context, req *api.StartProcessRequest) 
 	b.mu.Lock()
 	b.p, b.status = p, api.ProcessRunning
 	b.mu.Unlock()
-	eof := make(chan struct{}, 2)
-	go pump(outR, stdout, b.logs, eof)
-	go pump(errR, stderr, b.logs, eof)
-	go b.watch(eof)
+	go b.watch(startPumps(outR, errR, b.logs))
 	return b, nil
 }
 
@@ -213,9 +210,9 @@ func (t *processTable) failed(b *bgProcess, err error) error {
 // watch records the end of the process once it has exited and its output
 // has reached end-of-file (or pipeGrace has passed: jobs it left behind
 // may hold the pipes; their output is still logged).
-func (b *bgProcess) watch(eof chan struct{}) {
+func (b *bgProcess) watch(pumps *outputPumps) {
 	<-b.p.Done()
-	waitEOF(eof, 2, pipeGrace)
+	pumps.wait(pipeGrace)
 	code := exitCode(b.p.Status())
 	b.mu.Lock()
 	b.exitCode, b.endedAt = code, time.Now().UTC()

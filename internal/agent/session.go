@@ -441,9 +441,7 @@ func (s *session) runIn(ctx context.Context, sh *shell, c *command, sink outputS
 	// are this call's.
 	before := childrenOf(sh.p.pid)
 	start := time.Now()
-	eof := make(chan struct{}, 2)
-	go pump(readers[stdout], stdout, sink, eof)
-	go pump(readers[stderr], stderr, sink, eof)
+	pumps := startPumps(readers[stdout], readers[stderr], sink)
 	if started != nil {
 		started(sh.p.pid)
 	}
@@ -503,7 +501,7 @@ wait:
 	// The shell has closed its ends of the FIFOs; once ours are closed
 	// too, end-of-file comes as soon as background jobs let go.
 	closeHolds()
-	waitEOF(eof, 2, pipeGrace)
+	pumps.wait(pipeGrace)
 	sink.detach()
 
 	switch {
