@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -47,15 +46,8 @@ names; --deny refuses them.`,
 			if network.Mode != "" || len(network.Allow) > 0 || len(network.Deny) > 0 {
 				req.Network = &network
 			}
-			for _, kv := range env {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
-					return fmt.Errorf("--env %q: use KEY=VALUE", kv)
-				}
-				if req.Env == nil {
-					req.Env = map[string]string{}
-				}
-				req.Env[k] = v
+			if req.Env, err = parseKeyValues("--env", env); err != nil {
+				return err
 			}
 			sb, err := c.Sandbox(args[0]).Create(cmd.Context(), &req)
 			if err != nil {

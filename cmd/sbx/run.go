@@ -250,15 +250,8 @@ func contextCmd(g *globals) *cobra.Command {
 				return err
 			}
 			req := api.CreateCodeContextRequest{Language: l, Cwd: cwd}
-			for _, kv := range env {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
-					return fmt.Errorf("--env %q: use KEY=VALUE", kv)
-				}
-				if req.Env == nil {
-					req.Env = map[string]string{}
-				}
-				req.Env[k] = v
+			if req.Env, err = parseKeyValues("--env", env); err != nil {
+				return err
 			}
 			c, err := g.client()
 			if err != nil {
