@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/sbx-dev/sbx/api"
 	"github.com/sbx-dev/sbx/internal/errdefs"
-	"github.com/sbx-dev/sbx/internal/fstree"
 )
 
 // registerBackup wires the two routes sbxd's backups need beyond the file
@@ -24,63 +21,7 @@ import (
 // swap that finishes a restore. The restore's extraction itself is
 // PUT /fs/tar into the staging directory.
 func (a *Agent) registerBackup() {
-	a.mux.HandleFunc("GET /backup/archive", a.handleBackupArchive)
 	a.mux.HandleFunc("POST /backup/swap", a.handleBackupSwap)
-}
-
-// handleBackupArchive serves GET /backup/archive?path=&exclude=&gitignore=:
-// the directory as an uncompressed tar stream, like GET /fs/tar, leaving
-// out what the .gitignore files in it ignore when gitignore=true.
-func (a *Agent) handleBackupArchive(w http.ResponseWriter, r *http.Request) {
-	p, err := queryPath(r, "path")
-	if err != nil {
-		errdefs.Write(w, err)
-		return
-	}
-	excl, err := fstree.ParseGlobs(r.URL.Query()["exclude"])
-	if err != nil {
-		errdefs.Write(w, fmt.Errorf("%w: exclude: %v", errdefs.ErrInvalidArgument, err))
-		return
-	}
-	gi, err := queryBool(r, "gitignore")
-	if err != nil {
-		errdefs.Write(w, err)
-		return
-	}
-	hp := a.hostPath(p)
-	fi, err := os.Stat(hp)
-	if err != nil {
-		errdefs.Write(w, fsErr(p, err))
-		return
-	}
-	if !fi.IsDir() {
-		errdefs.Write(w, fmt.Errorf("%w: %s is not a directory; backups archive directories", errdefs.ErrNotADirectory, p))
-		return
-	}
-	d, err := os.Open(hp)
-	if err == nil {
-		_, err = d.ReadDir(1)
-		d.Close()
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		errdefs.Write(w, fsErr(p, err))
-		return
-	}
-	opts := fstree.WriteOptions{Exclude: excl}
-	if gi {
-		opts.Skip = fstree.NewGitIgnore(hp).Match
-	}
-	w.Header().Set("Content-Type", "application/x-tar")
-	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(w, 256<<10)
-	if _, err := fstree.Write(bw, hp, opts); err == nil {
-		err = bw.Flush()
-	}
-	if err != nil && r.Context().Err() == nil {
-		// Break the stream: a truncated archive must never pass for a
-		// whole one.
-		panic(http.ErrAbortHandler)
-	}
 }
 
 // handleBackupSwap serves POST /backup/swap (api.SwapRequest). With

@@ -17,8 +17,10 @@ import (
 	"github.com/sbx-dev/sbx/internal/fstree"
 )
 
-// handleTarDownload serves GET /fs/tar?path=&exclude=: the directory as an
-// uncompressed tar stream, entries relative to it (see fstree.Write).
+// handleTarDownload serves GET /fs/tar?path=&exclude=&gitignore=: the
+// directory as an uncompressed tar stream, entries relative to it (see
+// fstree.Write), leaving out what its .gitignore files ignore when
+// gitignore=true. Backups read directories through it too.
 func (a *Agent) handleTarDownload(w http.ResponseWriter, r *http.Request) {
 	p, err := queryPath(r, "path")
 	if err != nil {
@@ -28,6 +30,11 @@ func (a *Agent) handleTarDownload(w http.ResponseWriter, r *http.Request) {
 	excl, err := fstree.ParseGlobs(r.URL.Query()["exclude"])
 	if err != nil {
 		errdefs.Write(w, fmt.Errorf("%w: exclude: %v", errdefs.ErrInvalidArgument, err))
+		return
+	}
+	gitignore, err := queryBool(r, "gitignore")
+	if err != nil {
+		errdefs.Write(w, err)
 		return
 	}
 	hp := a.hostPath(p)
@@ -60,7 +67,11 @@ func (a *Agent) handleTarDownload(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name + ".tar"}))
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 256<<10)
-	if _, err := fstree.Write(bw, hp, fstree.WriteOptions{Exclude: excl}); err == nil {
+	opts := fstree.WriteOptions{Exclude: excl}
+	if gitignore {
+		opts.Skip = fstree.NewGitIgnore(hp).Match
+	}
+	if _, err := fstree.Write(bw, hp, opts); err == nil {
 		err = bw.Flush()
 	}
 	if err != nil && r.Context().Err() == nil {

@@ -89,6 +89,49 @@ func TestTarUploadDownload(t *testing.T) {
 	}
 }
 
+func TestTarDownloadHonoursGitignore(t *testing.T) {
+	f := newFSFixture(t)
+	archive := tarOf(t,
+		[2]string{".gitignore", "*.log\nbuild/\n"},
+		[2]string{"main.go", "package main\n"},
+		[2]string{"debug.log", "noise"},
+		[2]string{"build/out", "binary"},
+	)
+	if resp, body := f.do("PUT", "/fs/tar?path=/work/gi", bytes.NewReader(archive)); resp.StatusCode != 200 {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{".gitignore", "build/", "build/out", "debug.log", "main.go"}},
+		{"&gitignore=true", []string{".gitignore", "main.go"}},
+	} {
+		resp, body := f.do("GET", "/fs/tar?path=/work/gi"+tc.query, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("download%s: %d %s", tc.query, resp.StatusCode, body)
+		}
+		var names []string
+		tr := tar.NewReader(bytes.NewReader(body))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, h.Name)
+		}
+		if !slices.Equal(names, tc.want) {
+			t.Errorf("download%s: %q, want %q", tc.query, names, tc.want)
+		}
+	}
+	if resp, _ := f.do("GET", "/fs/tar?path=/work/gi&gitignore=maybe", nil); resp.StatusCode != 400 {
+		t.Errorf("gitignore=maybe: %d, want 400", resp.StatusCode)
+	}
+}
+
 func TestTarUploadRefusesSlips(t *testing.T) {
 	f := newFSFixture(t)
 	os.MkdirAll(f.host("/work"), 0o755)

@@ -4,7 +4,7 @@
 // the file systems of persistent sandboxes.
 //
 // Everything streams: a backup is the tar stream of the sandbox's agent
-// (GET /backup/archive), compressed with zstd and hashed on the fly into a
+// (GET /fs/tar), compressed with zstd and hashed on the fly into a
 // blob.Store Put; a restore is the blob's stream, verified and
 // decompressed on the fly into the agent's tar upload (PUT /fs/tar) into
 // a staging directory beside the target, which the agent then swaps in
@@ -124,7 +124,7 @@ func (s *Service) Create(ctx context.Context, id string, req api.CreateBackupReq
 	if req.GitIgnore {
 		q.Set("gitignore", "true")
 	}
-	resp, err := AgentDo(ctx, lease, http.MethodGet, "/backup/archive?"+q.Encode(), nil)
+	resp, err := AgentDo(ctx, lease, http.MethodGet, "/fs/tar?"+q.Encode(), nil)
 	if err != nil {
 		return api.Backup{}, err
 	}

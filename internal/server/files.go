@@ -77,7 +77,8 @@ func (s *Server) filesRoutes() []route {
 				"If reading fails midway the connection is cut, so a truncated archive is never mistaken for a whole one.",
 			stream: "application/x-tar",
 			query: []param{pathParam, {"exclude", "string", "Glob to leave out, repeatable. Without '/' it matches a name at any depth " +
-				"(node_modules, *.log); with '/' it is anchored at the directory (build/*.o, src/**/*.tmp). A matching directory is left out whole."}}}},
+				"(node_modules, *.log); with '/' it is anchored at the directory (build/*.o, src/**/*.tmp). A matching directory is left out whole."},
+				{"gitignore", "boolean", "true: also leave out what the .gitignore files in the directory ignore."}}}},
 		{"PUT", "/v1/sandboxes/{id}/fs/tar", true, s.handleFileQuery, opDoc{
 			summary: "Upload a tar stream (plain or gzip) and extract it into a directory, created if missing. Refused with INVALID_PATH, naming the entry: " +
 				"absolute names, names with '..', symlinks or hard links leading outside the directory, entries reached through such a symlink, devices and fifos. " +
