@@ -162,7 +162,9 @@ func (s *session) terminal(cols, rows int) (*terminal, error) {
 	if s.closed {
 		return nil, fmt.Errorf("%w: session %q was deleted", errdefs.ErrSessionNotFound, s.id)
 	}
-	if s.term != nil {
+	// A terminal whose shell has exited stays registered for a moment
+	// while end tells its clients; a new client gets a fresh one.
+	if s.term != nil && !s.term.hasEnded() {
 		return s.term, nil
 	}
 	if cols == 0 {
@@ -325,6 +327,12 @@ func (t *terminal) end(code int) {
 		}
 		s.mu.Unlock()
 	})
+}
+
+func (t *terminal) hasEnded() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ended
 }
 
 // shutdown kills the terminal's shell (its session is being deleted).
