@@ -37,6 +37,7 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -48,6 +49,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -341,27 +343,27 @@ func (h *Host) Connect(ctx context.Context, a *Attachment, netns int) error {
 		if err := nl.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(h.gateway.AsSlice())}); err != nil {
 			return fmt.Errorf("default route: %w", err)
 		}
-		return nil
+		peer, err := h.nl.LinkByName(veth)
+		if err != nil {
+			return fmt.Errorf("host end %s: %w", veth, err)
+		}
+		// No IPv6 link-local address on a bridge port: it would only chatter.
+		if err := h.nl.LinkSetIP6AddrGenMode(peer, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+			return fmt.Errorf("%s addrgenmode: %w", veth, err)
+		}
+		if err := h.nl.LinkSetMasterByIndex(peer, h.brIndex); err != nil {
+			return fmt.Errorf("attach %s to %s: %w", veth, h.bridge, err)
+		}
+		if err := h.nl.LinkSetIsolated(peer, true); err != nil {
+			return fmt.Errorf("isolate bridge port %s: %w", veth, err)
+		}
+		if err := h.nl.LinkSetUp(peer); err != nil {
+			return fmt.Errorf("%s up: %w", veth, err)
+		}
+		return waitLinkUp(ctx, nl, eth.Attrs().Index, veth)
 	})
 	if err != nil {
 		return err
-	}
-	peer, err := h.nl.LinkByName(veth)
-	if err != nil {
-		return fmt.Errorf("host end %s: %w", veth, err)
-	}
-	// No IPv6 link-local address on a bridge port: it would only chatter.
-	if err := h.nl.LinkSetIP6AddrGenMode(peer, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
-		return fmt.Errorf("%s addrgenmode: %w", veth, err)
-	}
-	if err := h.nl.LinkSetMasterByIndex(peer, h.brIndex); err != nil {
-		return fmt.Errorf("attach %s to %s: %w", veth, h.bridge, err)
-	}
-	if err := h.nl.LinkSetIsolated(peer, true); err != nil {
-		return fmt.Errorf("isolate bridge port %s: %w", veth, err)
-	}
-	if err := h.nl.LinkSetUp(peer); err != nil {
-		return fmt.Errorf("%s up: %w", veth, err)
 	}
 	if a.rec.custom() {
 		if err := h.addPolicy(ctx, a.rec); err != nil {
@@ -484,4 +486,36 @@ func isNotFound(err error) bool {
 
 func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}
+}
+
+// waitLinkUp returns once both ends of a sandbox's veth pair pass
+// traffic. The kernel finishes bringing a veth end up asynchronously (its
+// queueing discipline, and the bridge port's move to forwarding, follow
+// the carrier event a moment later) and drops what is sent before; a TCP
+// connect or ARP request that meets that stalls for its one-second
+// retransmit, so the sandbox must not start before.
+func waitLinkUp(ctx context.Context, nl *netlink.Handle, eth int, peer string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	state := "/sys/class/net/" + peer + "/brport/state"
+	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		link, err := nl.LinkByIndex(eth)
+		if err != nil {
+			return fmt.Errorf("eth0: %w", err)
+		}
+		port, err := os.ReadFile(state)
+		if err != nil {
+			return fmt.Errorf("bridge port %s: %w", peer, err)
+		}
+		// 3 is BR_STATE_FORWARDING.
+		if link.Attrs().OperState == netlink.OperUp && string(bytes.TrimSpace(port)) == "3" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("veth pair %s did not come up (eth0 %s, bridge port state %s): %w",
+				peer, link.Attrs().OperState, bytes.TrimSpace(port), ctx.Err())
+		case <-time.After(pause):
+		}
+	}
 }
