@@ -6,7 +6,7 @@ IMAGES    ?= /var/lib/sbx/images
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Debian packages sbx needs at run time and in tests.
-DEB_PKGS  := runc crun debootstrap iproute2 nftables ca-certificates procps curl
+DEB_PKGS  := runc crun debootstrap iproute2 nftables ca-certificates procps curl e2fsprogs util-linux
 
 .PHONY: all build deps s3 image up test test-unit bench clean
 

@@ -57,11 +57,19 @@ func timeIt(b *testing.B, fn func(i int)) {
 }
 
 // BenchmarkColdStart is create + first exec of `true` over HTTP, for a new
-// sandbox id each iteration.
+// sandbox id each iteration, with each runtime, and with crun without the
+// disk quota (no loop-mounted filesystem per sandbox) to show its cost.
 func BenchmarkColdStart(b *testing.B) {
-	for _, rt := range []string{"crun", "runc"} {
-		b.Run(rt, func(b *testing.B) {
-			d := integration.StartDaemon(b, "--runtime", rt, "--log-level", "warn")
+	for _, v := range []struct {
+		name string
+		args []string
+	}{
+		{"crun", []string{"--runtime", "crun"}},
+		{"runc", []string{"--runtime", "runc"}},
+		{"crun-no-disk-quota", []string{"--runtime", "crun", "--no-disk-quota"}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			d := integration.StartDaemon(b, append(v.args, "--log-level", "warn")...)
 			ctx := context.Background()
 			ids := make([]string, 0, b.N)
 			timeIt(b, func(i int) {

@@ -28,8 +28,9 @@ func execCmd(g *globals) *cobra.Command {
 exit with its exit code. The sandbox is created with default options if it
 does not exist.
 
-Arguments after -- are joined with spaces into one shell command, so quote
-what the shell should keep together, as you would with ssh.
+One argument after -- is a shell command line, run as it is (pipes, $VARS
+and globs are the sandbox's). Several arguments are a command and its
+arguments, passed on exactly as your shell gave them, as with docker exec.
 
 With --session the command runs in that session's persistent shell, so cd,
 export, aliases and functions carry over to the next command in the same
@@ -46,7 +47,7 @@ session ("default" always exists; see sbx sessions). Interrupting sbx exec
 			if err != nil {
 				return err
 			}
-			req.Command = strings.Join(args[1:], " ")
+			req.Command = commandLine(args[1:])
 			req.TimeoutMs = timeout.Milliseconds()
 			if req.Env, err = parseKeyValues("--env", env); err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -36,7 +37,8 @@ func main() {
 		os.Exit(ee.code)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "sbx:", err)
+		// The SDK's errors carry its package prefix already.
+		fmt.Fprintln(os.Stderr, "sbx:", strings.TrimPrefix(err.Error(), "sbx: "))
 		os.Exit(1)
 	}
 }

@@ -37,7 +37,7 @@ refer to it by that name; every command also takes its pid.`,
 			if err != nil {
 				return err
 			}
-			req.Command = strings.Join(args[1:], " ")
+			req.Command = commandLine(args[1:])
 			if req.Env, err = parseKeyValues("--env", env); err != nil {
 				return err
 			}

@@ -33,6 +33,7 @@ type options struct {
 	LogLevel          string        `json:"log-level"`
 	DefaultImage      string        `json:"default-image"`
 	SkipImageBuild    bool          `json:"no-image-build"`
+	NoDiskQuota       bool          `json:"no-disk-quota"`
 	ReapInterval      time.Duration `json:"-"`
 	previewOptions
 	blobOptions
@@ -105,6 +106,8 @@ on the command line win over the file.`,
 	f.BoolVar(&opts.InsecureNoAuth, "insecure-no-auth", false, "serve without a token (only allowed on a loopback address)")
 	f.StringVar(&opts.DefaultImage, "default-image", "default", "image for sandboxes that name none")
 	f.BoolVar(&opts.SkipImageBuild, "no-image-build", false, "do not build the default image on start if it is missing")
+	f.BoolVar(&opts.NoDiskQuota, "no-disk-quota", false,
+		"keep sandboxes' writable layers on the data dir's filesystem, unbounded, instead of a loop-mounted ext4 of the instance type's disk size each")
 	f.DurationVar(&opts.ReapInterval, "reap-interval", 5*time.Second, "how often to look for idle sandboxes")
 	_ = f.MarkHidden("reap-interval") // for tests
 	opts.previewOptions.addFlags(f)

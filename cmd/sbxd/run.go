@@ -90,7 +90,7 @@ func runDaemon(ctx context.Context, opts *options) error {
 		}
 	}
 
-	ociCfg := oci.Config{DataDir: opts.DataDir, AgentPath: agentPath, Runtime: opts.Runtime, Logger: log}
+	ociCfg := oci.Config{DataDir: opts.DataDir, AgentPath: agentPath, Runtime: opts.Runtime, Logger: log, DisableDiskQuota: opts.NoDiskQuota}
 	if err := opts.networkOptions.apply(&ociCfg); err != nil {
 		return err
 	}

@@ -473,6 +473,13 @@ func TestExecCLI(t *testing.T) {
 		}
 		return out, code
 	}
+	// The README's first example: an argument vector keeps its words.
+	if out, code := cli("", "exec", "cli", "--", "python3", "-c", "print(2+2)"); out != "4\n" || code != 0 {
+		t.Errorf("sbx exec -- python3 -c 'print(2+2)': %q, exit %d", out, code)
+	}
+	if out, code := cli("", "exec", "cli", "--", "bash", "-c", `echo "$0" "it's"; exit 3`, "zero"); out != "zero it's\n" || code != 3 {
+		t.Errorf("sbx exec -- bash -c SCRIPT zero: %q, exit %d; want the words kept and the exit code passed on", out, code)
+	}
 	if _, code := cli("", "exec", "cli", "--session", "default", "--", "cd /tmp; X=1"); code != 0 {
 		t.Fatalf("exec --session: %d", code)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -595,5 +596,42 @@ func TestEnvPatchSurvivesSleep(t *testing.T) {
 	}
 	if res := mustExec(t, d, "envsleep", `echo "$PATCHED"`); res.Stdout != "kept\n" {
 		t.Fatalf("env after stop and wake: %q", res.Stdout)
+	}
+}
+
+// TestDiskQuotaFilled checks that a sandbox filling its disk meets its own
+// limit: the instance type's size, ENOSPC inside, NO_SPACE through the
+// file API with the old file kept, and room again once it deletes.
+func TestDiskQuotaFilled(t *testing.T) {
+	d := StartDaemon(t)
+	ctx := ctxT(t)
+	sb := d.Client.Sandbox("full")
+	if _, err := sb.Create(ctx, &api.CreateSandboxRequest{InstanceType: "lite"}); err != nil {
+		t.Fatal(err)
+	}
+	const gb = 1000 * 1000 * 1000 // lite has 2 GB, as in the reference
+	res := mustExec(t, d, "full", "df -B1 --output=size / | tail -n 1")
+	if size, err := strconv.ParseInt(strings.TrimSpace(res.Stdout), 10, 64); err != nil || size > 2*gb || size < 19*gb/10 {
+		t.Fatalf("size of / in a lite sandbox = %q; want a little under 2 GB", res.Stdout)
+	}
+	if _, err := sb.WriteFile(ctx, "/workspace/keep", strings.NewReader("old")); err != nil {
+		t.Fatal(err)
+	}
+	// Allocating without writing fills the disk without moving 2 GB.
+	res = mustExec(t, d, "full", "fallocate -l 3G /workspace/huge; echo $?; rm -f /workspace/huge; fallocate -l $(( $(df -B1 --output=avail / | tail -n 1) - 8*1024*1024 )) /workspace/fill && echo filled")
+	if !strings.Contains(res.Stdout, "1\n") || !strings.Contains(res.Stderr, "No space left") || !strings.Contains(res.Stdout, "filled") {
+		t.Fatalf("fallocate past and up to the limit: %q %q", res.Stdout, res.Stderr)
+	}
+	_, err := sb.WriteFile(ctx, "/workspace/keep", newBlockStream(64<<20))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != api.CodeNoSpace || !strings.Contains(e.Message, "/workspace/keep") {
+		t.Fatalf("writing 64 MiB into a full sandbox: %v; want NO_SPACE naming the path", err)
+	}
+	if got, err := sb.ReadFile(ctx, "/workspace/keep"); err != nil || string(got) != "old" {
+		t.Errorf("after a failed write the file reads %q, %v; want the old content", got, err)
+	}
+	mustExec(t, d, "full", "rm /workspace/fill")
+	if _, err := sb.WriteFile(ctx, "/workspace/keep", newBlockStream(64<<20)); err != nil {
+		t.Errorf("write after freeing space: %v", err)
 	}
 }

@@ -117,6 +117,7 @@ func (e *env) spec(id string) backend.Spec {
 			MemoryBytes: 256 << 20,
 			MilliCPU:    500,
 			Pids:        256,
+			DiskBytes:   1 << 30,
 		},
 		Env: []string{"SBX_TEST=1"},
 	}
@@ -242,6 +243,9 @@ func (e *env) assertGone(t testing.TB, id string, pid int, pidStart string) {
 	for _, d := range cgroupsNaming(t, id) {
 		t.Errorf("cgroup left behind: %s", d)
 	}
+	for _, d := range loopDevicesNaming(t, id) {
+		t.Errorf("loop device left behind: %s", d)
+	}
 	_ = filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.Contains(d.Name(), id) {
 			t.Errorf("file left behind: %s", p)
@@ -271,6 +275,22 @@ func mountsNaming(t testing.TB, id string) []string {
 	for sc.Scan() {
 		if fields := strings.Fields(sc.Text()); len(fields) > 4 && strings.Contains(fields[4], id) {
 			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+// loopDevicesNaming returns the loop devices whose backing file has id in
+// its path.
+func loopDevicesNaming(t testing.TB, id string) []string {
+	devs, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range devs {
+		if b, err := os.ReadFile(d); err == nil && strings.Contains(string(b), id) {
+			out = append(out, strings.Split(d, "/")[3]+" ("+strings.TrimSpace(string(b))+")")
 		}
 	}
 	return out
@@ -567,9 +587,31 @@ func cgroupValue(t testing.TB, inst *backend.Instance, v2, v1 string) string {
 func (s *suite) testResources(t *testing.T) {
 	e := s.env(t)
 	spec := e.spec(newID(t, "res"))
-	spec.Resources = backend.Resources{MemoryBytes: 128 << 20, MilliCPU: 250, Pids: 64}
+	spec.Resources = backend.Resources{MemoryBytes: 128 << 20, MilliCPU: 250, Pids: 64, DiskBytes: 64 << 20}
 	inst := e.start(spec)
 	caps := e.b.Capabilities()
+
+	t.Run("Disk", func(t *testing.T) {
+		if !caps.DiskQuota {
+			t.Skip("backend reports no disk quota")
+		}
+		// The sandbox sees its own size, a little less for the
+		// filesystem's metadata.
+		size, err := strconv.ParseInt(strings.TrimSpace(output(t, inst, "df -B1 --output=size / | tail -n 1")), 10, 64)
+		if err != nil || size > 64<<20 || size < 48<<20 {
+			t.Errorf("size of / = %d (%v), want a little under 64 MiB", size, err)
+		}
+		// Filling it fails inside the sandbox, with the usual error.
+		r := sh(t, inst, "head -c 100M /dev/zero > /big")
+		if r.ExitCode == 0 || !strings.Contains(r.Stderr, "No space left on device") {
+			t.Errorf("writing 100 MiB into a 64 MiB sandbox: exit %d, stderr %q; want ENOSPC", r.ExitCode, r.Stderr)
+		}
+		// Deleting frees the space again.
+		if r := sh(t, inst, "rm /big && head -c 32M /dev/zero > /again && ls -s --block-size=M /again"); r.ExitCode != 0 || !strings.HasPrefix(r.Stdout, "32M") {
+			t.Errorf("write after freeing space: exit %d, %q %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
+		health(t, inst)
+	})
 
 	t.Run("Memory", func(t *testing.T) {
 		if !caps.MemoryLimit {

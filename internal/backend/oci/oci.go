@@ -2,8 +2,9 @@
 // container under runc or crun.
 //
 // A sandbox is a directory <DataDir>/sandboxes/<id>/ holding an overlay
-// (the image as lower layer, upper/ and work/ of its own, mounted on
-// rootfs/), the runtime bundle (bundle/config.json), the directory run/
+// (the image as lower layer, disk/upper/ and disk/work/ of its own,
+// mounted on rootfs/; disk/ is the sandbox's own size-limited filesystem,
+// see disk.go), the runtime bundle (bundle/config.json), the directory run/
 // bound to /run/sbx inside, where the agent listens on agent.sock, and
 // the agent's log. The container's init is sbx-agent, bound read-only from
 // the host. The runtime keeps its state under /run/sbx/<hash>/<runtime>,
@@ -15,7 +16,8 @@
 // mapping sandbox root to an unprivileged host uid range (see userns.go),
 // a reduced capability set, no new privileges, a seccomp filter
 // (seccomp.go), masked and read-only /proc paths, read-only /sys, no host
-// devices, and memory, CPU and pids limits in a cgroup /sbx-<hash>/<id>.
+// devices, memory, CPU and pids limits in a cgroup /sbx-<hash>/<id>, and
+// a disk quota.
 //
 // Host setting: on a hybrid cgroup host whose cgroup2 mount carries
 // controllers (systemd leaves hugetlb there), New with crun mounts a v1
@@ -64,6 +66,11 @@ type Config struct {
 	// DisableUserNamespace runs sandbox root as host root. Use it only
 	// where idmapped mounts are unavailable; Capabilities reports it.
 	DisableUserNamespace bool
+	// DisableDiskQuota keeps every sandbox's writable layer on the data
+	// directory's filesystem, unbounded, instead of on a loop-mounted
+	// filesystem of Resources.DiskBytes (see disk.go); Capabilities
+	// reports it. Without mkfs.ext4 or loop devices it is implied.
+	DisableDiskQuota bool
 	// DisableNetwork gives every sandbox a loopback interface only and
 	// leaves the host's network configuration alone; Capabilities
 	// reports it. See network.go.
@@ -95,6 +102,8 @@ type Backend struct {
 	idMap  idRange
 
 	net *network.Host // nil with DisableNetwork
+
+	disks *diskPool // formatted spare disks; nil without disk quota (disk.go)
 
 	locks idLocks
 }
@@ -195,6 +204,18 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 
+	if !cfg.DisableDiskQuota {
+		if mkfs, err := mkfsPath(); err != nil {
+			b.log.Warn("sandboxes get no disk quota", "err", err)
+		} else if b.disks, err = newDiskPool(filepath.Join(dataDir, "disks"), mkfs, b.log); err != nil {
+			b.closeNetwork()
+			if b.userns != nil {
+				b.userns.Close()
+			}
+			return nil, fmt.Errorf("disk pool: %w", err)
+		}
+	}
+
 	b.caps = backend.Capabilities{
 		Name:          "oci/" + cfg.Runtime,
 		UserNamespace: b.userns != nil,
@@ -204,6 +225,7 @@ func New(cfg Config) (*Backend, error) {
 		PidsLimit:     b.hasController("pids"),
 		Egress:        b.net != nil,
 		Persistence:   true,
+		DiskQuota:     b.disks != nil,
 	}
 	return b, nil
 }
@@ -270,6 +292,12 @@ func (b *Backend) Close() error {
 		b.userns = nil
 	}
 	netErr := b.closeNetwork()
+	if b.disks != nil {
+		if err := b.disks.close(); err != nil {
+			netErr = errors.Join(netErr, err)
+		}
+		b.disks = nil
+	}
 	for _, m := range b.cgroups {
 		_ = unix.Rmdir(filepath.Join(m.path, b.cgroupParent())) // busy while sandboxes run
 	}
@@ -287,6 +315,10 @@ func (b *Backend) containerID(id string) string { return "sbx-" + b.hash + "-" +
 func (b *Backend) cgroupParent() string         { return "/sbx-" + b.hash }
 func (b *Backend) cgroupPath(id string) string  { return b.cgroupParent() + "/" + id }
 func socketPath(dir string) string              { return filepath.Join(dir, "run", "agent.sock") }
+
+// upperDir is the overlay's upper directory in sandbox directory dir: on
+// the sandbox's own filesystem when it has a disk quota (disk.go).
+func upperDir(dir string) string { return filepath.Join(dir, diskDir, "upper") }
 
 // Files in a sandbox directory.
 const (
@@ -338,8 +370,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (_ *backend.Inst
 
 func (b *Backend) start(ctx context.Context, spec backend.Spec, dir, cid string) (*backend.Instance, error) {
 	var (
-		upper  = filepath.Join(dir, "upper")
-		work   = filepath.Join(dir, "work")
+		upper  = upperDir(dir)
+		work   = filepath.Join(dir, diskDir, "work")
 		rootfs = filepath.Join(dir, "rootfs")
 		run    = filepath.Join(dir, "run")
 		bundle = filepath.Join(dir, "bundle")
@@ -348,6 +380,13 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, dir, cid string)
 	// Made here rather than in New, so that a Backend that never runs a
 	// sandbox leaves nothing in /run (and after another Backend's Close).
 	if err := os.MkdirAll(b.rt.root, 0o700); err != nil {
+		return nil, err
+	}
+	if b.disks != nil && spec.Resources.DiskBytes > 0 {
+		if _, err := b.makeDisk(ctx, dir, spec.Resources.DiskBytes); err != nil {
+			return nil, fmt.Errorf("writable layer of %d bytes: %w", spec.Resources.DiskBytes, err)
+		}
+	} else if err := os.Mkdir(filepath.Join(dir, diskDir), 0o711); err != nil {
 		return nil, err
 	}
 	for _, d := range []string{upper, work, rootfs, run, bundle} {

@@ -98,6 +98,7 @@ func TestCapabilities(t *testing.T) {
 				PidsLimit:     true,
 				Egress:        true,
 				Persistence:   true,
+				DiskQuota:     true,
 			}
 			if got != want {
 				t.Errorf("Capabilities = %+v, want %+v", got, want)

@@ -63,7 +63,7 @@ func (b *Backend) Snapshot(ctx context.Context, id string, w io.Writer) error {
 	unlock := b.locks.lock(id)
 	defer unlock()
 	dir := b.dir(id)
-	upper := filepath.Join(dir, "upper")
+	upper := upperDir(dir)
 	if _, err := os.Lstat(upper); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("snapshot sandbox %q: %w", id, backend.ErrNotExist)
 	} else if err != nil {
