@@ -112,7 +112,7 @@ func TestCurlQuickStart(t *testing.T) {
 
 func TestCLI(t *testing.T) {
 	d := StartDaemon(t)
-	out, errOut, code := d.CLI(nil, "exec", "cli-box", "--", "python3", "-c", "'print(2+2)'")
+	out, errOut, code := d.CLI(nil, "exec", "cli-box", "--", "python3", "-c", "print(2+2)")
 	if out != "4\n" || code != 0 {
 		t.Fatalf("sbx exec: out %q err %q code %d", out, errOut, code)
 	}
