@@ -224,9 +224,13 @@ func attachAndMount(img *os.File, dev, target string) error {
 	// Closing d releases the device unless the mount holds it: with
 	// autoclear, the last close or unmount detaches it.
 	defer d.Close()
+	// Direct I/O on the image file: buffered, every block would sit in
+	// the page cache twice (the sandbox's ext4 and the image file) and
+	// be copied between them; a 1 GiB upload ran at 292 MiB/s that way
+	// against 594 with direct I/O and 644 without a disk quota at all.
 	cfg := unix.LoopConfig{
 		Fd:   uint32(img.Fd()),
-		Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR},
+		Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR | unix.LO_FLAGS_DIRECT_IO},
 	}
 	copy(cfg.Info.File_name[:], img.Name())
 	if err := unix.IoctlLoopConfigure(int(d.Fd()), &cfg); err != nil {
