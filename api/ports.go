@@ -107,7 +107,7 @@ type PreviewURLs struct {
 	// the default, localhost, works in browsers on the daemon's machine.
 	Host string `json:"host"`
 	// Port is a listener of its own on the preview address, for machines
-	// without wildcard DNS. The first visit carries ?token=…, which sets a
+	// without wildcard DNS. The first visit carries ?sbx_preview_token=…, which sets a
 	// cookie and redirects to the same URL without it, so apps with
 	// absolute links (/static/app.js) work. Empty if the daemon could not
 	// open a listener.

@@ -31,7 +31,7 @@ URLs. Anyone with a URL can reach the port; the URLs carry a random token.
   host  http://PORT-ID-TOKEN.localhost:7070/   the one to use: *.localhost
         resolves to this machine in browsers; elsewhere the daemon's
         --preview-domain needs a wildcard DNS record
-  port  http://127.0.0.1:NNNNN/?token=TOKEN    a listener of its own, for
+  port  http://127.0.0.1:NNNNN/?sbx_preview_token=TOKEN    a listener of its own, for
         machines without wildcard DNS; the first visit sets a cookie
   path  http://127.0.0.1:7070/preview/ID/PORT/TOKEN/   last resort: the app's
         absolute links (/static/app.js) break under it

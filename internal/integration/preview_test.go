@@ -179,7 +179,7 @@ func portFormURL(t *testing.T, ep *api.ExposedPort) (base, token string) {
 	if err != nil || ep.URLs.Port == "" {
 		t.Fatalf("no port-form URL: %+v", ep.URLs)
 	}
-	token = u.Query().Get("token")
+	token = u.Query().Get("sbx_preview_token")
 	u.RawQuery = ""
 	return u.String(), token
 }
@@ -241,16 +241,21 @@ func TestPreviewURLForms(t *testing.T) {
 		if st, body := get(t, bc, portBase+"static/app.js"); st != 200 || !strings.Contains(body, "app.js loaded") {
 			t.Errorf("absolute link under the port form: %d %q", st, body)
 		}
-		// The app never sees the token: not in the query, not as a cookie.
-		st, body = get(t, bc, portBase+"echo?x=1")
-		if st != 200 || strings.Contains(body, token) || !strings.Contains(body, `"url":"/echo?x=1"`) {
+		// The app never sees the token: not in the query, not as a
+		// cookie; nor the token cookies of other port-form previews,
+		// which the browser sends to every port of this host.
+		u, _ := url.Parse(portBase)
+		jar.SetCookies(u, []*http.Cookie{{Name: "sbx_preview_1", Value: "other-preview-token"}, {Name: "app", Value: "kept"}})
+		st, body = get(t, bc, portBase+"echo?x=1&token=app&csrf_token=y")
+		if st != 200 || strings.Contains(body, token) || strings.Contains(body, "sbx_preview_") ||
+			!strings.Contains(body, `"url":"/echo?x=1&token=app&csrf_token=y"`) || !strings.Contains(body, "app=kept") {
 			t.Errorf("echo through the port form: %d %s", st, body)
 		}
 		// Without the cookie, and with a wrong token, nothing.
 		wantCode(t, hc, portBase, 404, api.CodePreviewNotFound)
-		wantCode(t, hc, portBase+"?token=aaaaaaaaaaaaaaaa", 404, api.CodePreviewNotFound)
+		wantCode(t, hc, portBase+"?sbx_preview_token=aaaaaaaaaaaaaaaa", 404, api.CodePreviewNotFound)
 		// A non-GET request with the token in the query is served at once.
-		resp, err = hc.Post(portBase+"echo?token="+token, "text/plain", strings.NewReader("abc"))
+		resp, err = hc.Post(portBase+"echo?sbx_preview_token="+token, "text/plain", strings.NewReader("abc"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -533,7 +533,7 @@ func (p *Previews) view(e *exposure) api.ExposedPort {
 		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
 			h = pub.Hostname() // listening everywhere: the public name reaches it
 		}
-		urls.Port = "http://" + net.JoinHostPort(h, strconv.Itoa(listenPort)) + "/?token=" + e.token
+		urls.Port = "http://" + net.JoinHostPort(h, strconv.Itoa(listenPort)) + "/?" + previewTokenParam + "=" + e.token
 	}
 	out := api.ExposedPort{Port: e.port, Name: name, URLs: urls, URL: urls.Host, ExposedAt: created}
 	if len(label) > 63 && urls.Port != "" {
@@ -554,7 +554,7 @@ func (s *Server) portRoutes() []route {
 	return []route{
 		{"POST", "/v1/sandboxes/{id}/ports", true, s.handleExpose, opDoc{
 			summary: "Expose a port of the sandbox (creating or waking it) at preview URLs: host-based {port}-{id}-{token}.{previewDomain} " +
-				"(primary), a dedicated listener on the preview address (first visit with ?token= sets a cookie; absolute links work), and " +
+				"(primary), a dedicated listener on the preview address (first visit with ?sbx_preview_token= sets a cookie; absolute links work), and " +
 				"path-based /preview/{id}/{port}/{token}/ (absolute links in the app break there). Exposing a port again returns the same URLs " +
 				"while the sandbox runs; when it stops, its URLs answer 410. 409 CONFLICT if the port is exposed with another token.",
 			request: api.ExposePortRequest{}, response: api.ExposedPort{}}},

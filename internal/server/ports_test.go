@@ -173,7 +173,7 @@ func TestViewLongID(t *testing.T) {
 	v := p.view(mustRecord(t, p, id, api.ExposePortRequest{Port: 8080}))
 	// 8080-<50>-<16> is longer than a DNS label: the port form is the one
 	// to hand out.
-	if v.URL != v.URLs.Port || !strings.HasPrefix(v.URLs.Port, "http://127.0.0.1:") || !strings.Contains(v.URLs.Port, "?token=") {
+	if v.URL != v.URLs.Port || !strings.HasPrefix(v.URLs.Port, "http://127.0.0.1:") || !strings.Contains(v.URLs.Port, "?sbx_preview_token=") {
 		t.Errorf("view = %+v", v)
 	}
 }

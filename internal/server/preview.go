@@ -58,7 +58,7 @@ type proxyTarget struct {
 	path     string
 	rawPath  string
 	rawQuery string
-	cookie   string // the port form's token cookie, kept from the app
+	portForm bool // the dedicated-listener form, whose URL the app sees as its own
 }
 
 type targetKey struct{}
@@ -87,11 +87,13 @@ func (p *Previews) newProxy() (*http.Transport, http.Handler) {
 			u.Path, u.RawPath, u.RawQuery = t.path, t.rawPath, t.rawQuery
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
-			if t.cookie == "" {
+			if !t.portForm {
 				pr.Out.Header.Set("X-Forwarded-Proto", p.cfg.PublicURL.Scheme)
-			} else {
-				dropCookie(pr.Out.Header, t.cookie)
 			}
+			// Cookies are scoped by host, not port: a browser sends the
+			// token cookies of every port-form preview on this address
+			// to each of them. No app sees any preview's token.
+			dropPreviewCookies(pr.Out.Header)
 		},
 		Transport:    tr,
 		ErrorHandler: p.proxyError,
@@ -352,9 +354,16 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// dropCookie removes one cookie from a request's Cookie headers, leaving
-// the others byte for byte.
-func dropCookie(h http.Header, name string) {
+// Names of the port form's token: the query parameter of its first
+// visit and the cookie (one per listener port) that keeps it.
+const (
+	previewTokenParam   = "sbx_preview_token"
+	previewCookiePrefix = "sbx_preview_"
+)
+
+// dropPreviewCookies removes the preview token cookies from h and keeps
+// every other cookie.
+func dropPreviewCookies(h http.Header) {
 	vals := h.Values("Cookie")
 	if len(vals) == 0 {
 		return
@@ -362,9 +371,9 @@ func dropCookie(h http.Header, name string) {
 	var kept []string
 	for _, v := range vals {
 		for part := range strings.SplitSeq(v, ";") {
-			k, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if k != name && strings.TrimSpace(part) != "" {
-				kept = append(kept, strings.TrimSpace(part))
+			part = strings.TrimSpace(part)
+			if part != "" && !strings.HasPrefix(part, previewCookiePrefix) {
+				kept = append(kept, part)
 			}
 		}
 	}
@@ -431,18 +440,15 @@ func (p *Previews) closeListener(e *exposure) {
 }
 
 // servePort serves the dedicated listener of e. The token arrives once in
-// the query (?token=…); it is then kept in a cookie and the browser sent
+// the query (?sbx_preview_token=…); it is then kept in a cookie and the browser sent
 // to the same URL without it, so the app never sees it and its absolute
 // links (/static/app.js) work.
 func (p *Previews) servePort(w http.ResponseWriter, r *http.Request, e *exposure, listenPort int) {
-	cookie := "sbx_preview_" + strconv.Itoa(listenPort)
+	cookie := previewCookiePrefix + strconv.Itoa(listenPort)
 	match := func(tok string) bool { return subtle.ConstantTimeCompare([]byte(tok), []byte(e.token)) == 1 }
 	rawQuery := r.URL.RawQuery
-	if strings.Contains(rawQuery, "token=") {
-		q := r.URL.Query()
-		tok := q.Get("token")
-		q.Del("token")
-		rawQuery = q.Encode()
+	if tok, rest, found := takeQueryParam(rawQuery, previewTokenParam); found {
+		rawQuery = rest
 		if !match(tok) {
 			errdefs.Write(w, fmt.Errorf("%w: the token in this URL is not this preview's; use the URL that exposing the port returned",
 				errdefs.ErrPreviewNotFound))
@@ -458,11 +464,35 @@ func (p *Previews) servePort(w http.ResponseWriter, r *http.Request, e *exposure
 			return
 		}
 	} else if c, err := r.Cookie(cookie); err != nil || !match(c.Value) {
-		errdefs.Write(w, fmt.Errorf("%w: this preview needs its token: open the URL with ?token=… that exposing the port returned",
-			errdefs.ErrPreviewNotFound))
+		errdefs.Write(w, fmt.Errorf("%w: this preview needs its token: open the URL with ?%s=… that exposing the port returned",
+			errdefs.ErrPreviewNotFound, previewTokenParam))
 		return
 	}
-	p.serve(w, r, formPort, e.id, e.port, e.token, &proxyTarget{path: r.URL.Path, rawPath: r.URL.RawPath, rawQuery: rawQuery, cookie: cookie})
+	p.serve(w, r, formPort, e.id, e.port, e.token, &proxyTarget{path: r.URL.Path, rawPath: r.URL.RawPath, rawQuery: rawQuery, portForm: true})
+}
+
+// takeQueryParam removes every name=value pair from a raw query and
+// returns the last value. The rest keeps the app's own pairs byte for
+// byte, in order.
+func takeQueryParam(raw, name string) (val, rest string, found bool) {
+	if !strings.Contains(raw, name+"=") {
+		return "", raw, false
+	}
+	var kept []string
+	for part := range strings.SplitSeq(raw, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		if k != name {
+			kept = append(kept, part)
+			continue
+		}
+		found = true
+		if u, err := url.QueryUnescape(v); err == nil {
+			val = u
+		} else {
+			val = v
+		}
+	}
+	return val, strings.Join(kept, "&"), found
 }
 
 // ParsePublicURL checks a public URL of the daemon (--public-url):

@@ -52,7 +52,7 @@ func TestParseHost(t *testing.T) {
 	}
 }
 
-func TestDropCookie(t *testing.T) {
+func TestDropPreviewCookies(t *testing.T) {
 	tests := []struct {
 		in   []string
 		want string
@@ -60,13 +60,34 @@ func TestDropCookie(t *testing.T) {
 		{[]string{"sbx_preview_1=tok"}, ""},
 		{[]string{"a=1; sbx_preview_1=tok; b=\"two words\""}, "a=1; b=\"two words\""},
 		{[]string{"a=1", "sbx_preview_1=tok", "c=3"}, "a=1; c=3"},
-		{[]string{"sbx_preview_10=x; sbx_preview_1=tok"}, "sbx_preview_10=x"},
+		// Every port-form listener's cookie, not only the one in use.
+		{[]string{"sbx_preview_10=x; sbx_preview_1=tok; app=y"}, "app=y"},
 	}
 	for _, tc := range tests {
 		h := http.Header{"Cookie": tc.in}
-		dropCookie(h, "sbx_preview_1")
+		dropPreviewCookies(h)
 		if got := h.Get("Cookie"); got != tc.want || len(h.Values("Cookie")) > 1 {
-			t.Errorf("dropCookie(%q) = %q, want %q", tc.in, h.Values("Cookie"), tc.want)
+			t.Errorf("dropPreviewCookies(%q) = %q, want %q", tc.in, h.Values("Cookie"), tc.want)
+		}
+	}
+}
+
+func TestTakeQueryParam(t *testing.T) {
+	tests := []struct {
+		raw, val, rest string
+		found          bool
+	}{
+		{"", "", "", false},
+		{"sbx_preview_token=abc", "abc", "", true},
+		{"a=1&sbx_preview_token=abc&b=%2F+x", "abc", "a=1&b=%2F+x", true},
+		// An app's own token parameters are the app's.
+		{"token=app&csrf_token=x", "", "token=app&csrf_token=x", false},
+		{"my_sbx_preview_token=x&q", "", "my_sbx_preview_token=x&q", false},
+	}
+	for _, tc := range tests {
+		val, rest, found := takeQueryParam(tc.raw, previewTokenParam)
+		if val != tc.val || rest != tc.rest || found != tc.found {
+			t.Errorf("takeQueryParam(%q) = %q %q %v, want %q %q %v", tc.raw, val, rest, found, tc.val, tc.rest, tc.found)
 		}
 	}
 }
@@ -134,7 +155,7 @@ func TestPortFormCookie(t *testing.T) {
 	e := mustRecord(t, p, "box", api.ExposePortRequest{Port: 8080})
 	v := p.view(e)
 	base, _ := url.Parse(v.URLs.Port)
-	if base.Query().Get("token") != e.token {
+	if base.Query().Get(previewTokenParam) != e.token {
 		t.Fatalf("port URL %s", v.URLs.Port)
 	}
 	base.RawQuery = ""
@@ -158,7 +179,7 @@ func TestPortFormCookie(t *testing.T) {
 
 	// First visit: the token moves into a cookie, the URL loses it and
 	// keeps the rest of the query.
-	resp, _ := do("GET", base.String()+"app/page?a=1&token="+e.token+"&b=2")
+	resp, _ := do("GET", base.String()+"app/page?a=1&sbx_preview_token="+e.token+"&b=2")
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/app/page?a=1&b=2" {
 		t.Fatalf("first visit: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -181,9 +202,10 @@ func TestPortFormCookie(t *testing.T) {
 	}{
 		// 410: the token was right, and the sandbox is not running here.
 		{"cookie", "GET", "", []*http.Cookie{set}, 410, api.CodePreviewGone},
-		{"token on a POST is used at once", "POST", "?token=" + e.token, nil, 410, api.CodePreviewGone},
+		{"app's own token parameters", "GET", "?csrf_token=abc&token=app", []*http.Cookie{set}, 410, api.CodePreviewGone},
+		{"token on a POST is used at once", "POST", "?sbx_preview_token=" + e.token, nil, 410, api.CodePreviewGone},
 		{"no token", "GET", "", nil, 404, api.CodePreviewNotFound},
-		{"wrong token", "GET", "?token=aaaaaaaaaaaaaaaa", nil, 404, api.CodePreviewNotFound},
+		{"wrong token", "GET", "?sbx_preview_token=aaaaaaaaaaaaaaaa", nil, 404, api.CodePreviewNotFound},
 		{"wrong cookie", "GET", "", []*http.Cookie{{Name: cookie, Value: "aaaaaaaaaaaaaaaa"}}, 404, api.CodePreviewNotFound},
 		{"cookie of another listener", "GET", "", []*http.Cookie{{Name: "sbx_preview_1", Value: e.token}}, 404, api.CodePreviewNotFound},
 	}
