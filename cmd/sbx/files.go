@@ -283,7 +283,7 @@ func (cp copier) download(ctx context.Context, src remote, srcArg, local string)
 	defer rc.Close()
 	bar := cp.bar(srcArg+" → "+target, -1)
 	defer bar.done()
-	_, err = fstree.Extract(bar.reader(rc), target)
+	_, err = fstree.Extract(bar.reader(rc), target, fstree.ExtractOptions{})
 	return err
 }
 

@@ -81,7 +81,7 @@ func (a *Agent) handleTarDownload(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// handleTarUpload serves PUT /fs/tar?path=: extract the tar stream in the
+// handleTarUpload serves PUT /fs/tar?path=[&anySymlinkTarget=true]: extract the tar stream in the
 // body (gzip accepted) into the directory, creating it if needed, with the
 // safety rules of fstree.Extract.
 func (a *Agent) handleTarUpload(w http.ResponseWriter, r *http.Request) {
@@ -101,7 +101,9 @@ func (a *Agent) handleTarUpload(w http.ResponseWriter, r *http.Request) {
 		failUpload(w, r, err)
 		return
 	}
-	st, err := fstree.Extract(bodyReader{r.Body}, hp)
+	// anySymlinkTarget=true keeps symlinks that point out of the tree
+	// (backup restores: a virtualenv's bin/python3 -> /usr/bin/python3).
+	st, err := fstree.Extract(bodyReader{r.Body}, hp, fstree.ExtractOptions{AnySymlinkTarget: r.URL.Query().Get("anySymlinkTarget") == "true"})
 	if err != nil {
 		failUpload(w, r, tarErr(p, err))
 		return

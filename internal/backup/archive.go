@@ -154,6 +154,10 @@ func NewReader(r io.Reader) (*Reader, error) {
 	return &Reader{v: v, dec: dec}, nil
 }
 
+// Sum is the hex SHA-256 of the archive's data, as Writer.Sum gave when it
+// was written; meaningful once Read returned io.EOF or Verify nil.
+func (a *Reader) Sum() string { return hex.EncodeToString(a.v.h.Sum(nil)) }
+
 func (a *Reader) Read(p []byte) (int, error) {
 	if a.err != nil {
 		return 0, a.err

@@ -356,7 +356,7 @@ func (s *Service) Restore(ctx context.Context, id string, req api.RestoreRequest
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	resp, err := AgentDo(ctx, lease, http.MethodPut, "/fs/tar?"+url.Values{"path": {staging}}.Encode(), pr)
+	resp, err := AgentDo(ctx, lease, http.MethodPut, "/fs/tar?"+url.Values{"path": {staging}, "anySymlinkTarget": {"true"}}.Encode(), pr)
 	pr.Close()
 	verr := <-done
 	var tr api.TarResult
@@ -371,6 +371,11 @@ func (s *Service) Restore(ctx context.Context, id string, req api.RestoreRequest
 			verr = storageErr("reading backup "+b.ID, se.err)
 		}
 		err = verr
+	}
+	if err == nil && b.SHA256 != "" && ar.Sum() != b.SHA256 {
+		// Whole and self-consistent, but not this backup's archive.
+		err = fmt.Errorf("%w: the archive in the blob store is not the one backup %s recorded (SHA-256 %s, recorded %s); it was replaced",
+			errdefs.ErrArchiveCorrupt, b.ID, ar.Sum(), b.SHA256)
 	}
 	if err != nil {
 		abort()

@@ -44,7 +44,7 @@ var (
 // Extraction stops at the first refused or failing entry; entries before it
 // stay extracted. The error names the entry and wraps ErrUnsafe,
 // ErrBadArchive or the underlying file system error.
-func Extract(r io.Reader, dir string) (Stats, error) {
+func Extract(r io.Reader, dir string, opts ExtractOptions) (Stats, error) {
 	var st Stats
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -64,7 +64,7 @@ func Extract(r io.Reader, dir string) (Stats, error) {
 		r = br
 	}
 
-	x := extractor{root: root}
+	x := extractor{root: root, opts: opts}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -84,6 +84,17 @@ func Extract(r io.Reader, dir string) (Stats, error) {
 	return st, nil
 }
 
+// ExtractOptions relax Extract's refusals.
+type ExtractOptions struct {
+	// AnySymlinkTarget stores symlinks whatever they point at (an
+	// absolute path, or ../ out of the tree), as in a Python virtualenv.
+	// Extraction itself still never follows one out of the directory:
+	// an entry reached through such a link is refused. For trees that
+	// come back from where they were (backup restores); tar uploads keep
+	// the default, which refuses links that lead out.
+	AnySymlinkTarget bool
+}
+
 type dirMeta struct {
 	name  string
 	mode  fs.FileMode
@@ -92,8 +103,9 @@ type dirMeta struct {
 
 type extractor struct {
 	root     *os.Root
+	opts     ExtractOptions
 	dirs     []dirMeta
-	symlinks []string
+	symlinks []string // to re-check at the end
 }
 
 func (x *extractor) entry(hdr *tar.Header, tr io.Reader, st *Stats) error {
@@ -127,8 +139,14 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader, st *Stats) error {
 		st.Files++
 		st.Bytes += n
 	case tar.TypeSymlink:
-		if err := checkSymlink(name, hdr.Linkname); err != nil {
-			return err
+		if hdr.Linkname == "" {
+			return fmt.Errorf("%w: symlink has an empty target", ErrUnsafe)
+		}
+		if !x.opts.AnySymlinkTarget {
+			if err := checkSymlink(name, hdr.Linkname); err != nil {
+				return err
+			}
+			x.symlinks = append(x.symlinks, name) // for the chain check
 		}
 		if err := x.replace(name); err != nil {
 			return err
@@ -136,7 +154,6 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader, st *Stats) error {
 		if err := x.root.Symlink(hdr.Linkname, name); err != nil {
 			return err
 		}
-		x.symlinks = append(x.symlinks, name)
 		st.Symlinks++
 	case tar.TypeLink:
 		target, err := entryName(hdr.Linkname)

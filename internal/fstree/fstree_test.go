@@ -123,7 +123,7 @@ func TestWriteExtractRoundTrip(t *testing.T) {
 	}
 
 	dst := t.TempDir()
-	xst, err := Extract(bytes.NewReader(buf.Bytes()), dst)
+	xst, err := Extract(bytes.NewReader(buf.Bytes()), dst, ExtractOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestExtractRefusesEscapes(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(t, parent, dst)
 			}
-			_, err := Extract(bytes.NewReader(mkTar(t, tc.entries...)), dst)
+			_, err := Extract(bytes.NewReader(mkTar(t, tc.entries...)), dst, ExtractOptions{})
 			if !errors.Is(err, ErrUnsafe) {
 				t.Fatalf("got %v, want ErrUnsafe", err)
 			}
@@ -272,6 +272,41 @@ func TestExtractRefusesEscapes(t *testing.T) {
 	}
 }
 
+// TestExtractAnySymlinkTarget: links out of the tree are stored as they
+// are, and extraction still never writes through one.
+func TestExtractAnySymlinkTarget(t *testing.T) {
+	parent := t.TempDir()
+	dst := filepath.Join(parent, "dst")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := ExtractOptions{AnySymlinkTarget: true}
+	st, err := Extract(bytes.NewReader(mkTar(t,
+		entry{name: "venv/bin/python3", link: "/usr/bin/python3", typ: tar.TypeSymlink},
+		entry{name: "a/up", link: "../../x", typ: tar.TypeSymlink},
+	)), dst, opts)
+	if err != nil || st.Symlinks != 2 {
+		t.Fatalf("Extract = %+v, %v", st, err)
+	}
+	for name, want := range map[string]string{"venv/bin/python3": "/usr/bin/python3", "a/up": "../../x"} {
+		if got, err := os.Readlink(filepath.Join(dst, name)); err != nil || got != want {
+			t.Errorf("%s -> %q (%v), want %q", name, got, err, want)
+		}
+	}
+	for _, entries := range [][]entry{
+		{{name: "out", link: parent, typ: tar.TypeSymlink}, {name: "out/evil", typ: tar.TypeReg, body: "x"}},
+		{{name: "up", link: "..", typ: tar.TypeSymlink}, {name: "up/evil", typ: tar.TypeReg, body: "x"}},
+		{{name: "e", link: "", typ: tar.TypeSymlink}},
+	} {
+		if _, err := Extract(bytes.NewReader(mkTar(t, entries...)), dst, opts); !errors.Is(err, ErrUnsafe) {
+			t.Errorf("%+v: got %v, want ErrUnsafe", entries, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(parent, "evil")); err == nil {
+		t.Error("a file was written through a symlink out of the tree")
+	}
+}
+
 func TestExtractKeepsOldFileOnFailure(t *testing.T) {
 	dst := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dst, "f"), []byte("old"), 0o644); err != nil {
@@ -279,7 +314,7 @@ func TestExtractKeepsOldFileOnFailure(t *testing.T) {
 	}
 	good := mkTar(t, entry{name: "f", typ: tar.TypeReg, body: strings.Repeat("new", 1000)})
 	// Cut the stream in the middle of the file's data.
-	_, err := Extract(bytes.NewReader(good[:512+100]), dst)
+	_, err := Extract(bytes.NewReader(good[:512+100]), dst, ExtractOptions{})
 	if !errors.Is(err, ErrBadArchive) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("truncated archive: %v", err)
 	}
@@ -288,7 +323,7 @@ func TestExtractKeepsOldFileOnFailure(t *testing.T) {
 	}
 	leftovers(t, dst)
 
-	if _, err := Extract(strings.NewReader("this is not a tar archive, not even close......"), dst); !errors.Is(err, ErrBadArchive) {
+	if _, err := Extract(strings.NewReader("this is not a tar archive, not even close......"), dst, ExtractOptions{}); !errors.Is(err, ErrBadArchive) {
 		t.Errorf("garbage: %v", err)
 	}
 }
@@ -306,7 +341,7 @@ func TestExtractReplacesAndGzip(t *testing.T) {
 		entry{name: "d/", typ: tar.TypeDir},
 	))
 	zw.Close()
-	st, err := Extract(&gz, dst)
+	st, err := Extract(&gz, dst, ExtractOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +355,7 @@ func TestExtractReplacesAndGzip(t *testing.T) {
 		t.Errorf("file entry over a symlink wrote through it: %v", fi.Mode())
 	}
 	// A file entry cannot replace a directory.
-	_, err = Extract(bytes.NewReader(mkTar(t, entry{name: "d", typ: tar.TypeReg, body: "x"})), dst)
+	_, err = Extract(bytes.NewReader(mkTar(t, entry{name: "d", typ: tar.TypeReg, body: "x"})), dst, ExtractOptions{})
 	if !errors.Is(err, syscall.EISDIR) {
 		t.Errorf("file over directory: %v", err)
 	}

@@ -244,6 +244,16 @@ func TestBackupCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A whole, valid archive of another backup, put in this one's place.
+	mustExec(t, d, "bcor", "mkdir -p /workspace/c2 && echo other > /workspace/c2/x")
+	b2, err := d.Client.Sandbox("bcor").CreateBackup(ctx, api.CreateBackupRequest{Dir: "/workspace/c2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile(filepath.Join(d.DataDir, "blobs", "objects", "backups", b2.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
 	mustExec(t, d, "bcor", "mkdir -p /workspace/target && echo precious > /workspace/target/keep")
 	before := treeManifest(t, d, "bcor", "/workspace/target")
 	for _, tc := range []struct {
@@ -254,6 +264,7 @@ func TestBackupCorruption(t *testing.T) {
 		{"flipped byte near the end", func(b []byte) []byte { b[len(b)-60] ^= 0x80; return b }},
 		{"truncated", func(b []byte) []byte { return b[:len(b)*2/3] }},
 		{"trailer cut", func(b []byte) []byte { return b[:len(b)-48] }},
+		{"another backup's archive", func([]byte) []byte { return append([]byte(nil), other...) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Written in place: the local store keeps metadata in an
@@ -350,4 +361,47 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// TestBackupRestoreImageDirectory restores over a directory the image
+// already has (/workspace, the usual case) and keeps symlinks that point
+// out of the tree, as a Python virtualenv has.
+func TestBackupRestoreImageDirectory(t *testing.T) {
+	d := StartDaemon(t)
+	ctx := ctxT(t)
+	mustExec(t, d, "wsrc", `set -e
+		cd /workspace
+		mkdir -p venv/bin app
+		ln -s /usr/bin/python3 venv/bin/python3
+		ln -s ../../etc/hostname app/up
+		echo 'print(1)' > app/main.py`)
+	want := treeManifest(t, d, "wsrc", "/workspace")
+	b, err := d.Client.Sandbox("wsrc").CreateBackup(ctx, api.CreateBackupRequest{Dir: "/workspace"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Into another sandbox's /workspace, which has a file of its own,
+	// and back over the source's own /workspace after changes.
+	mustExec(t, d, "wdst", "echo mine > /workspace/mine")
+	mustExec(t, d, "wsrc", "rm -rf /workspace/app && echo stale > /workspace/stale")
+	for _, id := range []string{"wdst", "wsrc"} {
+		res, err := d.Client.Sandbox(id).RestoreBackup(ctx, b.ID, "")
+		if err != nil {
+			t.Fatalf("restore into %s:/workspace: %v", id, err)
+		}
+		if res.Symlinks != 2 {
+			t.Errorf("restore into %s: %+v", id, res)
+		}
+		if got := treeManifest(t, d, id, "/workspace"); got != want {
+			t.Errorf("%s:/workspace after restore:\n%s\nwant:\n%s", id, got, want)
+		}
+		// The venv's interpreter link works as it did.
+		if r := mustExec(t, d, id, "/workspace/venv/bin/python3 -c 'print(6*7)'"); r.Stdout != "42\n" {
+			t.Errorf("%s: venv link after restore: %q %q", id, r.Stdout, r.Stderr)
+		}
+	}
+	// The image's directory can be renamed like any other.
+	if r := mustExec(t, d, "wdst", "mv /opt /opt2 && mv /opt2 /opt && echo ok"); r.Stdout != "ok\n" {
+		t.Errorf("rename of an image directory: %q %q", r.Stdout, r.Stderr)
+	}
 }

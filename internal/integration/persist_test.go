@@ -19,7 +19,8 @@ const fsManifest = `cd / && find . -xdev \( -path ./etc/resolv.conf -o -path ./e
 
 // persistChanges writes, replaces, deletes and re-owns files all over the
 // file system, so that the snapshot must carry new files, modified image
-// files, whiteouts, opaque directories, owners, modes, fifos and links.
+// files, whiteouts, opaque directories, renamed image directories
+// (overlay redirects), owners, modes, fifos and links.
 const persistChanges = `set -e
 	mkdir -p /workspace/app/empty /opt/tool
 	head -c 3M /dev/urandom > /workspace/app/data.bin
@@ -30,6 +31,7 @@ const persistChanges = `set -e
 	echo changed >> /etc/debian_version
 	rm -f /etc/issue.net
 	rm -rf /usr/share/doc && mkdir /usr/share/doc && echo replaced > /usr/share/doc/README
+	mv /etc/apt /etc/apt-moved
 	touch -d '2001-02-03 04:05:06' /opt/tool/old`
 
 func manifest(t *testing.T, d *Daemon, id string) string {
@@ -83,8 +85,9 @@ func TestPersistentSandbox(t *testing.T) {
 		t.Errorf("a process survived the stop: %q", res.Stdout)
 	}
 	checks := mustExec(t, d, "pers", `stat -c '%a %U' /workspace/app/main.py /home/alice/note; test -p /workspace/app/pipe && echo fifo;
-		test -e /etc/issue.net || echo whiteout; ls /usr/share/doc; readlink /workspace/app/link; stat -c %h /workspace/app/data.bin`)
-	if want := "751 root\n644 alice\nfifo\nwhiteout\nREADME\nmain.py\n2\n"; checks.Stdout != want {
+		test -e /etc/issue.net || echo whiteout; ls /usr/share/doc; readlink /workspace/app/link; stat -c %h /workspace/app/data.bin;
+		test -e /etc/apt || test ! -d /etc/apt-moved/apt.conf.d || echo renamed`)
+	if want := "751 root\n644 alice\nfifo\nwhiteout\nREADME\nmain.py\n2\nrenamed\n"; checks.Stdout != want {
 		t.Errorf("restored details:\n%s\nwant\n%s", checks.Stdout, want)
 	}
 

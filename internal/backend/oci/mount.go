@@ -20,6 +20,12 @@ import (
 // layer does not outlive a host crash anyway; after one, the kernel refuses
 // to mount the upper directory again, and sbx never remounts one (every
 // Start makes a fresh one, persistence restores from a snapshot).
+//
+// redirect_dir=on lets the sandbox rename directories that come from the
+// image (mv /etc/x /etc/y, restoring a backup over /workspace by swapping
+// it for a staged copy): without it overlayfs answers EXDEV. The rename is
+// recorded as a trusted.overlay.redirect xattr in the upper layer, which
+// snapshots of persistent sandboxes keep with the other overlay xattrs.
 func mountOverlay(lower, upper, work, target string) error {
 	for _, p := range []string{lower, upper, work} {
 		// The option string is comma-separated and lowerdir is
@@ -28,7 +34,7 @@ func mountOverlay(lower, upper, work, target string) error {
 			return fmt.Errorf("path %q contains ',' or ':', which overlayfs options cannot carry", p)
 		}
 	}
-	data := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work + ",volatile"
+	data := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work + ",volatile,redirect_dir=on"
 	if err := unix.Mount("overlay", target, "overlay", unix.MS_NODEV, data); err != nil {
 		return &os.PathError{Op: "mount overlay", Path: target, Err: err}
 	}
