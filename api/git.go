@@ -37,7 +37,8 @@ const DefaultGitUsername = "x-access-token"
 // GitCheckoutRequest is the body of POST /v1/sandboxes/{id}/git/checkout.
 //
 // Credentials go either in the URL's userinfo
-// (https://user:token@host/repo.git) or in Username and Token. Either way
+// (https://user:token@host/repo.git, or https://token@host/repo.git with
+// the token as the user name) or in Username and Token. Either way
 // they reach git through a one-shot credential helper reading the child's
 // environment: they are never on a command line, never logged, and never
 // written to the clone's .git/config, whose origin is the URL without
@@ -128,6 +129,10 @@ func GitURLScheme(raw string) (string, error) {
 	if i := strings.Index(raw, "://"); i > 0 {
 		u, err := url.Parse(raw)
 		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // the rest of it repeats the URL, credentials and all
+			}
 			return "", fmt.Errorf("url %q does not parse: %v", RedactURL(raw), err)
 		}
 		switch s := strings.ToLower(u.Scheme); s {
@@ -147,17 +152,33 @@ func GitURLScheme(raw string) (string, error) {
 	return "", fmt.Errorf("url %q is not a repository URL; use a form like https://host/owner/repo.git or git@host:owner/repo.git", raw)
 }
 
-// RedactURL returns raw with any password in its userinfo replaced by
-// "***", for messages and logs.
+// RedactURL returns raw with the credentials in its userinfo replaced by
+// "***", for messages and logs: a password, or a user name alone in an
+// http(s) URL (a token in the user name's place). It works on URLs that
+// do not parse too.
 func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
 		return raw
 	}
-	if _, ok := u.User.Password(); !ok {
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
 		return raw
 	}
-	return u.Redacted()
+	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	switch {
+	case hasPassword:
+		user += ":***"
+	case strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https"):
+		user = "***"
+	default:
+		return raw // ssh://git@host: a user name, not a secret
+	}
+	return scheme + "://" + user + rest[at:]
 }
 
 // GitRepoName is the default directory name of a clone of raw: its last

@@ -22,6 +22,9 @@ func TestGitCheckoutRequestValidate(t *testing.T) {
 		{"space", GitCheckoutRequest{URL: "https://h/o r"}, "spaces"},
 		{"scheme", GitCheckoutRequest{URL: "ftp://h/r.git"}, "not supported"},
 		{"no host", GitCheckoutRequest{URL: "https:///r.git"}, "has no host"},
+		{"token user, no host", GitCheckoutRequest{URL: "https://TOKEN@/r.git"}, "has no host"},
+		{"password does not parse", GitCheckoutRequest{URL: "https://u:p@h:port/r.git"}, "does not parse"},
+		{"token user does not parse", GitCheckoutRequest{URL: "https://TOKEN%zz@h/r.git"}, "does not parse"},
 		{"relative path", GitCheckoutRequest{URL: "some/dir"}, "not a repository URL"},
 		{"credentials over ssh", GitCheckoutRequest{URL: "ssh://git@h/r.git", Token: "t"}, "only used with http(s)"},
 		{"credentials twice", GitCheckoutRequest{URL: "https://u:p@h/r.git", Token: "t"}, "not both"},
@@ -40,8 +43,8 @@ func TestGitCheckoutRequestValidate(t *testing.T) {
 			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 				t.Errorf("error %v, want one saying %q", err, tc.wantErr)
 			}
-			if err != nil && strings.Contains(err.Error(), ":p@") {
-				t.Errorf("error shows the password: %v", err)
+			if err != nil && (strings.Contains(err.Error(), ":p@") || strings.Contains(err.Error(), "TOKEN")) {
+				t.Errorf("error shows the credentials: %v", err)
 			}
 		})
 	}
@@ -63,10 +66,19 @@ func TestGitRepoNameAndRedact(t *testing.T) {
 			t.Errorf("GitRepoName(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if got := RedactURL("https://u:secret@h/r.git"); strings.Contains(got, "secret") || !strings.Contains(got, "u:") {
-		t.Errorf("RedactURL = %q", got)
+	redacted := []struct{ in, want string }{
+		{"https://u:secret@h/r.git", "https://u:***@h/r.git"},
+		{"https://ghp_TOKEN@h/r.git", "https://***@h/r.git"},
+		{"HTTP://ghp_TOKEN@h:8100/r.git?x=a@b", "HTTP://***@h:8100/r.git?x=a@b"},
+		{"https://u:p%zz@h/r.git", "https://u:***@h/r.git"}, // does not parse
+		{"https://h/o/r.git", "https://h/o/r.git"},
+		{"https://h/o@r.git", "https://h/o@r.git"},
+		{"ssh://git@h/r.git", "ssh://git@h/r.git"},
+		{"git@h:o/r.git", "git@h:o/r.git"},
 	}
-	if got := RedactURL("https://u@h/r.git"); got != "https://u@h/r.git" {
-		t.Errorf("RedactURL without password = %q", got)
+	for _, tc := range redacted {
+		if got := RedactURL(tc.in); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

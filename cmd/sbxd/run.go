@@ -69,7 +69,7 @@ func runDaemon(ctx context.Context, opts *options) error {
 	}
 	token := ""
 	if !opts.InsecureNoAuth {
-		if token, err = loadOrCreateToken(opts.DataDir); err != nil {
+		if token, err = loadOrCreateToken(opts.DataDir, opts.Listen); err != nil {
 			return err
 		}
 	}
@@ -182,8 +182,8 @@ func isLoopback(addr string) (bool, error) {
 }
 
 // loadOrCreateToken returns the API token, generating it (0600) on first
-// start and telling the operator how to use it.
-func loadOrCreateToken(dataDir string) (string, error) {
+// start and telling the operator how to use it with the API on listen.
+func loadOrCreateToken(dataDir, listen string) (string, error) {
 	path := filepath.Join(dataDir, "token")
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -212,6 +212,36 @@ func loadOrCreateToken(dataDir string) (string, error) {
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(os.Stderr, "\nsbxd: generated an API token in %s (mode 0600). Use it with:\n\n  export SBX_TOKEN=$(cat %s)\n  curl -H \"Authorization: Bearer $SBX_TOKEN\" http://127.0.0.1:7070/v1/sandboxes\n\n", path, path)
+	fmt.Fprint(os.Stderr, tokenHelp(path, listen))
 	return tok, nil
+}
+
+// clientDefaultURL is client.DefaultURL (not linked into sbxd), where sbx
+// and the SDK look without SBX_URL.
+const clientDefaultURL = "http://127.0.0.1:7070"
+
+// tokenHelp is the first start's note on using the token at path with the
+// API served on listen.
+func tokenHelp(path, listen string) string {
+	base := apiURL(listen)
+	env := ""
+	if base != clientDefaultURL {
+		env = "  export SBX_URL=" + base + "\n"
+	}
+	return fmt.Sprintf("\nsbxd: generated an API token in %s (mode 0600). Use it with:\n\n%s  export SBX_TOKEN=$(cat %s)\n"+
+		"  curl -H \"Authorization: Bearer $SBX_TOKEN\" %s/v1/sandboxes\n\n", path, env, path, base)
+}
+
+// apiURL is the base URL of the API served on listen (HOST:PORT) for a
+// client on this host, which reaches an unspecified address (0.0.0.0, ::
+// or none) on 127.0.0.1.
+func apiURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

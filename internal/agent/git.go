@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,7 +69,9 @@ type gitCredentials struct {
 }
 
 // splitCredentials takes credentials out of the URL's userinfo or the
-// request's fields. A user name alone in the URL (ssh's git@…) stays.
+// request's fields. A user name alone in an http(s) URL is a credential
+// too (https://TOKEN@host/…, as GitHub documents for tokens) and is sent
+// with an empty password; in other URLs (ssh's git@…) it stays.
 func splitCredentials(req *api.GitCheckoutRequest) gitCredentials {
 	c := gitCredentials{url: req.URL, username: req.Username, password: req.Token}
 	if req.Token != "" && c.username == "" {
@@ -85,25 +86,53 @@ func splitCredentials(req *api.GitCheckoutRequest) gitCredentials {
 	}
 	if pw, ok := u.User.Password(); ok {
 		c.username, c.password = u.User.Username(), pw
-		u.User = nil
 	} else if req.Token != "" {
 		// https://alice@host/… with a token: alice is the user name.
 		c.username = u.User.Username()
-		u.User = nil
+	} else if s := strings.ToLower(u.Scheme); s == "http" || s == "https" {
+		c.username = u.User.Username()
 	} else {
 		return c
 	}
+	u.User = nil
 	c.url = u.String()
 	return c
 }
 
-// redact replaces the secrets in s.
+// given reports whether the request carried credentials.
+func (c *gitCredentials) given() bool { return c.username != "" || c.password != "" }
+
+// secret is what must never be shown or stored: the password, or the user
+// name when it came alone (a token in the user name's place).
+func (c *gitCredentials) secret() string {
+	if c.password != "" {
+		return c.password
+	}
+	return c.username
+}
+
+// storedIn reports whether config holds the secret: anywhere for a
+// password, in a URL's userinfo for a user name (which may well also name
+// the repository's owner, as in https://alice@host/alice/repo.git).
+func (c *gitCredentials) storedIn(config string) bool {
+	if c.password != "" {
+		return strings.Contains(config, c.password) || strings.Contains(config, url.User(c.password).String())
+	}
+	u := url.User(c.username).String()
+	return strings.Contains(config, "/"+c.username+"@") || strings.Contains(config, "/"+u+"@")
+}
+
+// redact replaces the secret in s.
 func (c *gitCredentials) redact(s string) string {
-	if c.password == "" {
+	secret := c.secret()
+	if secret == "" {
 		return s
 	}
-	s = strings.ReplaceAll(s, c.password, "***")
-	if esc := url.QueryEscape(c.password); esc != c.password {
+	s = strings.ReplaceAll(s, secret, "***")
+	if esc := url.QueryEscape(secret); esc != secret {
+		s = strings.ReplaceAll(s, esc, "***")
+	}
+	if esc := url.User(secret).String(); esc != secret { // as in a URL's userinfo
 		s = strings.ReplaceAll(s, esc, "***")
 	}
 	return s
@@ -129,7 +158,7 @@ func (a *Agent) gitCheckout(ctx context.Context, req *api.GitCheckoutRequest) (*
 	}
 
 	argv := []string{"git"}
-	if creds.password != "" {
+	if creds.given() {
 		// Only this helper: none the image configures sees, or stores, the
 		// secret. Without credentials the sandbox's own helpers apply.
 		argv = append(argv, "-c", "credential.helper=", "-c", "credential.helper="+gitHelper)
@@ -147,7 +176,7 @@ func (a *Agent) gitCheckout(ctx context.Context, req *api.GitCheckoutRequest) (*
 		// Fail rather than wait for a host key or passphrase prompt.
 		env = append(env, "GIT_SSH_COMMAND=ssh -o BatchMode=yes")
 	}
-	if creds.password != "" {
+	if creds.given() {
 		env = append(env, "SBX_GIT_USERNAME="+creds.username, "SBX_GIT_PASSWORD="+creds.password)
 	}
 	out, code, err := runChild(ctx, gitPath, argv, env, "/")
@@ -159,9 +188,9 @@ func (a *Agent) gitCheckout(ctx context.Context, req *api.GitCheckoutRequest) (*
 	}
 
 	gitDir := filepath.Join(target, ".git")
-	if creds.password != "" {
+	if creds.given() {
 		cfg, err := os.ReadFile(filepath.Join(gitDir, "config"))
-		if err != nil || bytes.Contains(cfg, []byte(creds.password)) {
+		if err != nil || creds.storedIn(string(cfg)) {
 			// Never leave a secret behind, even if git someday writes one.
 			os.RemoveAll(target)
 			return nil, fmt.Errorf("%w: the clone's .git/config could not be checked for credentials, so it was removed", errdefs.ErrGitFailed)

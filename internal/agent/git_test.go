@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,9 @@ func TestSplitCredentials(t *testing.T) {
 		{"token field", api.GitCheckoutRequest{URL: "https://h/o/r.git", Token: "tok"}, "https://h/o/r.git", api.DefaultGitUsername, "tok"},
 		{"token and username", api.GitCheckoutRequest{URL: "https://h/o/r.git", Username: "oauth2", Token: "tok"}, "https://h/o/r.git", "oauth2", "tok"},
 		{"user in URL, token field", api.GitCheckoutRequest{URL: "https://carol@h/o/r.git", Token: "tok"}, "https://h/o/r.git", "carol", "tok"},
+		{"token as user in URL", api.GitCheckoutRequest{URL: "https://ghp_TOK@h/o/r.git"}, "https://h/o/r.git", "ghp_TOK", ""},
+		{"token as user in http URL", api.GitCheckoutRequest{URL: "HTTP://ghp_TOK@127.0.0.1:8100/r.git"}, "http://127.0.0.1:8100/r.git", "ghp_TOK", ""},
+		{"empty password in URL", api.GitCheckoutRequest{URL: "https://ghp_TOK:@h/o/r.git"}, "https://h/o/r.git", "ghp_TOK", ""},
 		{"ssh user stays", api.GitCheckoutRequest{URL: "ssh://git@h/o/r.git"}, "ssh://git@h/o/r.git", "", ""},
 		{"scp-like stays", api.GitCheckoutRequest{URL: "git@h:o/r.git"}, "git@h:o/r.git", "", ""},
 	}
@@ -38,9 +42,34 @@ func TestSplitCredentials(t *testing.T) {
 			}
 		})
 	}
-	c := gitCredentials{password: "p@ss word"}
-	if got := c.redact("fatal: p@ss word and p%40ss+word"); strings.Contains(got, "p@ss") || strings.Contains(got, "p%40ss") {
-		t.Errorf("redact left the secret: %q", got)
+	redactions := []struct {
+		creds   gitCredentials
+		in, out string
+	}{
+		{gitCredentials{username: "bob", password: "p@ss word"}, "fatal: bob: p@ss word and p%40ss+word and p%40ss%20word",
+			"fatal: bob: *** and *** and ***"},
+		{gitCredentials{username: "ghp_TOK"}, "fatal: 'http://ghp_TOK@h/r.git' refused", "fatal: 'http://***@h/r.git' refused"},
+		{gitCredentials{}, "fatal: nothing secret", "fatal: nothing secret"},
+	}
+	for _, tc := range redactions {
+		if got := tc.creds.redact(tc.in); got != tc.out {
+			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.out)
+		}
+	}
+	stored := []struct {
+		creds  gitCredentials
+		config string
+		want   bool
+	}{
+		{gitCredentials{username: "bob", password: "pw"}, "url = https://bob:pw@h/bob/r.git", true},
+		{gitCredentials{username: "bob", password: "pw"}, "url = https://h/bob/r.git", false},
+		{gitCredentials{username: "ghp_TOK"}, "url = https://ghp_TOK@h/o/r.git", true},
+		{gitCredentials{username: "alice"}, "url = https://h/alice/r.git", false},
+	}
+	for _, tc := range stored {
+		if got := tc.creds.storedIn(tc.config); got != tc.want {
+			t.Errorf("%+v storedIn(%q) = %v, want %v", tc.creds, tc.config, got, tc.want)
+		}
 	}
 }
 
@@ -168,5 +197,66 @@ git checkout -q main && git pack-refs --all`)
 		if _, err := os.Stat(filepath.Join(cfg.DefaultCwd, name)); err == nil {
 			t.Errorf("failed clone left %s behind", name)
 		}
+	}
+}
+
+// TestGitCheckoutTokenAsUser clones over HTTP with a token in the URL's
+// user name (https://TOKEN@host/…): the token is sent, and neither kept
+// in the clone's config nor echoed.
+func TestGitCheckoutTokenAsUser(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	const token = "ghp_SECRETTOKEN123"
+	c, cfg := startAgent(t, Config{})
+	src := t.TempDir()
+	gitIn(t, c, src, `git init -q -b main work && cd work && echo one > f && git add f && git commit -qm one &&
+cd .. && git clone -q --bare work repo.git && git -C repo.git update-server-info`)
+	// git's dumb HTTP protocol: plain files, no CGI child for the agent's
+	// reaper to take.
+	files := http.FileServer(http.Dir(src))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, _, ok := r.BasicAuth(); !ok || u != token {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	tests := []struct {
+		name, url, target string
+		status            int
+		code              string
+	}{
+		{"token as user", "http://" + token + "@" + host + "/repo.git", "ok", 200, ""},
+		{"wrong token", "http://ghp_WRONG999@" + host + "/repo.git", "wrong", 403, api.CodeGitAuthFailed},
+		{"no token", srv.URL + "/repo.git", "none", 403, api.CodeGitAuthFailed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := c.do(t, "POST", "/git/checkout", api.GitCheckoutRequest{URL: tc.url, TargetDir: tc.target})
+			var e api.Error
+			_ = json.Unmarshal(body, &e)
+			if status != tc.status || e.Code != tc.code {
+				t.Fatalf("%d %s, want %d %s", status, body, tc.status, tc.code)
+			}
+			if strings.Contains(string(body), token) || strings.Contains(string(body), "ghp_WRONG999") {
+				t.Errorf("the answer echoes the token: %s", body)
+			}
+			if status != 200 {
+				return
+			}
+			var res api.GitCheckoutResult
+			if err := json.Unmarshal(body, &res); err != nil || res.URL != srv.URL+"/repo.git" || len(res.Commit) != 40 {
+				t.Errorf("result %s (%v), want url %s/repo.git", body, err, srv.URL)
+			}
+			gitCfg, err := os.ReadFile(filepath.Join(cfg.DefaultCwd, tc.target, ".git", "config"))
+			if err != nil || strings.Contains(string(gitCfg), token) || !strings.Contains(string(gitCfg), srv.URL+"/repo.git") {
+				t.Errorf(".git/config (%v):\n%s", err, gitCfg)
+			}
+		})
 	}
 }

@@ -30,8 +30,9 @@ const (
 // create, modify, delete, move, attrib and resync events (see
 // api.WatchEvent). Include and exclude globs (fstree.Globs) apply to paths
 // relative to the watched directory. Watching a file watches its directory
-// for events naming it, so the watch survives the file being replaced by a
-// rename. The stream ends when the watched directory is deleted or moved.
+// for events naming it (and resync events, which name the directory), so
+// the watch survives the file being replaced by a rename. The stream ends
+// when the watched directory is deleted or moved.
 func (a *Agent) handleWatch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p, err := queryPath(r, "path")
@@ -61,9 +62,9 @@ func (a *Agent) handleWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// For a file, watch its directory and keep the events that name it.
-	dir, only := hp, ""
-	if !fi.IsDir() {
-		dir, only, recursive = filepath.Dir(hp), p, false
+	dir, file := hp, !fi.IsDir()
+	if file {
+		dir, recursive = filepath.Dir(hp), false
 	}
 	wt, err := newWatcher(dir, recursive, exclude, a.sandboxPath)
 	if err != nil {
@@ -72,40 +73,17 @@ func (a *Agent) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	defer wt.Close()
 
-	rel := func(sp string) string {
-		if sp == p {
-			return ""
-		}
-		return strings.TrimPrefix(sp, strings.TrimSuffix(p, "/")+"/")
-	}
-	keep := func(ev api.WatchEvent) bool {
-		if only != "" {
-			return ev.Path == only || ev.From == only
-		}
-		switch ev.Type {
-		case api.WatchResync, api.WatchWatching:
-			return true
-		}
-		ok := func(sp string) bool {
-			r := rel(sp)
-			return r == "" || include == nil || include.Match(r)
-		}
-		if ev.Type == api.WatchMove {
-			return ok(ev.Path) || ok(ev.From)
-		}
-		return ok(ev.Path)
-	}
-
+	filter := watchFilter{path: p, file: file, include: include}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	sse := newSSEWriter(w)
-	sse.event(api.WatchWatching, api.WatchEvent{Type: api.WatchWatching, Path: p, IsDirectory: only == ""})
+	sse.event(api.WatchWatching, api.WatchEvent{Type: api.WatchWatching, Path: p, IsDirectory: !file})
 	if sse.flush() != nil {
 		return
 	}
 	emit := func(ev api.WatchEvent) {
-		if keep(ev) {
+		if filter.keep(ev) {
 			sse.event(ev.Type, ev)
 		}
 	}
@@ -165,6 +143,38 @@ func (a *Agent) handleWatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// watchFilter decides which events of a watch of path reach the client.
+type watchFilter struct {
+	path string // as the client named it
+	// file: path is a file, whose directory is watched; only events naming
+	// it are kept.
+	file    bool
+	include *fstree.Globs // nil: everything; matched against paths relative to path
+}
+
+func (f *watchFilter) keep(ev api.WatchEvent) bool {
+	switch ev.Type {
+	case api.WatchResync, api.WatchWatching:
+		// About the watch, not one path (a resync names the watched
+		// directory even when the client named a file in it): never
+		// filtered, or lost events would go unnoticed.
+		return true
+	}
+	if f.file {
+		return ev.Path == f.path || ev.From == f.path
+	}
+	ok := func(sp string) bool {
+		if sp == f.path || f.include == nil {
+			return true
+		}
+		return f.include.Match(strings.TrimPrefix(sp, strings.TrimSuffix(f.path, "/")+"/"))
+	}
+	if ev.Type == api.WatchMove {
+		return ok(ev.Path) || ok(ev.From)
+	}
+	return ok(ev.Path)
 }
 
 // sseWriter writes server-sent events; write errors stick and end the

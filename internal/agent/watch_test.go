@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sbx-dev/sbx/api"
+	"github.com/sbx-dev/sbx/internal/fstree"
 )
 
 // watchStream is an open watch; events arrive on ch, which is closed when
@@ -255,43 +256,92 @@ func TestWatchFileSurvivesReplace(t *testing.T) {
 }
 
 func TestWatchOverflowIsReported(t *testing.T) {
-	f := newFSFixture(t)
-	os.MkdirAll(f.host("/w"), 0o755)
-	a, b := f.host("/w/a"), f.host("/w/b")
-	os.WriteFile(a, nil, 0o644)
-	os.WriteFile(b, nil, 0o644)
-	ws := f.watch("path=" + url.QueryEscape("/w"))
-	// Read nothing yet: the agent blocks on the full connection, and the
-	// kernel's queue (16384 events by default) overflows. Alternating
-	// files keeps the kernel from merging the events.
-	for i := range 40000 {
-		p := a
-		if i%2 == 1 {
-			p = b
-		}
-		if err := os.Chmod(p, os.FileMode(0o600+i%2)); err != nil {
-			t.Fatal(err)
-		}
+	tests := []struct {
+		name, path string
+		// after makes a change the watch reports once the resync is out.
+		after func(f *fsFixture)
+		want  api.WatchEvent
+	}{
+		{"directory", "/w", func(f *fsFixture) { os.WriteFile(f.host("/w/after"), nil, 0o644) }, ev("create", "/w/after", false)},
+		// A file's watch is its directory's: the resync names the
+		// directory, and must not be filtered out as another path.
+		{"file", "/w/a", func(f *fsFixture) { os.WriteFile(f.host("/w/a"), []byte("x"), 0o644) }, ev("modify", "/w/a", false)},
 	}
-	ws.start(t)
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case e, ok := <-ws.ch:
-			if !ok {
-				t.Fatal("stream ended without a resync event")
-			}
-			if e.Type == api.WatchResync {
-				if e.Path != "/w" || e.Message == "" {
-					t.Errorf("resync event %+v", e)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFSFixture(t)
+			os.MkdirAll(f.host("/w"), 0o755)
+			a, b := f.host("/w/a"), f.host("/w/b")
+			os.WriteFile(a, nil, 0o644)
+			os.WriteFile(b, nil, 0o644)
+			ws := f.watch("path=" + url.QueryEscape(tc.path))
+			// Read nothing yet: the agent blocks on the full connection,
+			// and the kernel's queue (16384 events by default) overflows.
+			// Alternating files keeps the kernel from merging the events.
+			for i := range 40000 {
+				p := a
+				if i%2 == 1 {
+					p = b
 				}
-				// Events keep coming after the resync.
-				os.WriteFile(f.host("/w/after"), nil, 0o644)
-				ws.expect(t, ev("create", "/w/after", false))
-				return
+				if err := os.Chmod(p, os.FileMode(0o600+i%2)); err != nil {
+					t.Fatal(err)
+				}
 			}
-		case <-deadline:
-			t.Fatal("no resync event after an overflow")
-		}
+			ws.start(t)
+			deadline := time.After(20 * time.Second)
+			for {
+				select {
+				case e, ok := <-ws.ch:
+					if !ok {
+						t.Fatal("stream ended without a resync event")
+					}
+					if e.Type == api.WatchResync {
+						if e.Path != "/w" || e.Message == "" {
+							t.Errorf("resync event %+v", e)
+						}
+						// Events keep coming after the resync.
+						tc.after(f)
+						ws.expect(t, tc.want)
+						return
+					}
+				case <-deadline:
+					t.Fatal("no resync event after an overflow")
+				}
+			}
+		})
+	}
+}
+
+func TestWatchFilter(t *testing.T) {
+	include, err := fstree.ParseGlobs([]string{"*.go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resync := api.WatchEvent{Type: api.WatchResync, Path: "/w", IsDirectory: true}
+	tests := []struct {
+		name   string
+		filter watchFilter
+		ev     api.WatchEvent
+		want   bool
+	}{
+		{"file: its event", watchFilter{path: "/w/a", file: true}, ev("modify", "/w/a", false), true},
+		{"file: moved onto it", watchFilter{path: "/w/a", file: true}, api.WatchEvent{Type: "move", Path: "/w/a", From: "/w/t"}, true},
+		{"file: moved away", watchFilter{path: "/w/a", file: true}, api.WatchEvent{Type: "move", Path: "/w/t", From: "/w/a"}, true},
+		{"file: a sibling", watchFilter{path: "/w/a", file: true}, ev("modify", "/w/b", false), false},
+		{"file: its directory", watchFilter{path: "/w/a", file: true}, ev("attrib", "/w", true), false},
+		{"file: resync", watchFilter{path: "/w/a", file: true}, resync, true},
+		{"directory: anything", watchFilter{path: "/w"}, ev("create", "/w/x/y", false), true},
+		{"include: match", watchFilter{path: "/w/", include: include}, ev("create", "/w/m.go", false), true},
+		{"include: no match", watchFilter{path: "/w", include: include}, ev("create", "/w/m.txt", false), false},
+		{"include: the directory itself", watchFilter{path: "/w", include: include}, ev("delete", "/w", true), true},
+		{"include: moved into a match", watchFilter{path: "/w", include: include}, api.WatchEvent{Type: "move", Path: "/w/m.go", From: "/w/m.txt"}, true},
+		{"include: resync", watchFilter{path: "/w", include: include}, resync, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.filter.keep(tc.ev); got != tc.want {
+				t.Errorf("keep(%+v) = %v, want %v", tc.ev, got, tc.want)
+			}
+		})
 	}
 }

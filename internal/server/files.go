@@ -122,6 +122,35 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request) {
 	s.forward(w, r, id, "/files"+escapePath(p), nil)
 }
 
+// uncleanFilePath explains an unclean request path (refused by
+// ServeHTTP before routing) that addresses /v1/sandboxes/{id}/files/...:
+// the file path in it is bad, and gets the same INVALID_PATH answer as any
+// other bad file path. It returns nil for other routes.
+func uncleanFilePath(escaped string) error {
+	rest, ok := strings.CutPrefix(escaped, "/v1/sandboxes/")
+	if !ok {
+		return nil
+	}
+	id, rest, ok := strings.Cut(rest, "/")
+	if !ok || id == "" {
+		return nil
+	}
+	if rest, ok = strings.CutPrefix(rest, "files/"); !ok {
+		return nil
+	}
+	if err := sandbox.ValidateID(id); err != nil {
+		return err // as handleFileContent checks: the id first
+	}
+	p := "/" + rest
+	if u, err := url.PathUnescape(p); err == nil {
+		p = u
+	}
+	if err := api.ValidatePath(p); err != nil {
+		return fmt.Errorf("%w: %v", errdefs.ErrInvalidPath, err)
+	}
+	return nil
+}
+
 // streamBody prepares an upload's body to be forwarded in large writes.
 // Nothing limits its size: it streams through without being held. Sent
 // with a Content-Length, the transport would copy it in 32 KiB pieces

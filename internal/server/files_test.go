@@ -41,6 +41,11 @@ func TestFilesValidatedBeforeForwarding(t *testing.T) {
 		{"escaped slash", "PUT", "/v1/sandboxes/a/files/w%2F%2Fx", "data", api.CodeInvalidPath},
 		{"trailing slash", "DELETE", "/v1/sandboxes/a/files/w/", "", api.CodeInvalidPath},
 		{"NUL", "GET", "/v1/sandboxes/a/files/w/a%00b", "", api.CodeInvalidPath},
+		// Unclean URL paths are refused before routing (never redirected,
+		// see TestUncleanFileURLPaths); elsewhere the refusal is generic.
+		{"unclean, bad id", "GET", "/v1/sandboxes/A/files/w/../x", "", api.CodeInvalidSandboxID},
+		{"unclean elsewhere", "POST", "/v1/sandboxes/a/fs/../exec", "", api.CodeInvalidRequest},
+		{"unclean before files", "GET", "/v1/sandboxes/a/../b/files/x", "", api.CodeInvalidRequest},
 		{"bad id", "GET", "/v1/sandboxes/A/files/w/x", "", api.CodeInvalidSandboxID},
 		{"bad mode", "PUT", "/v1/sandboxes/a/files/w/x?mode=rwx", "data", api.CodeInvalidRequest},
 		{"bad bool", "DELETE", "/v1/sandboxes/a/files/w/x?recursive=yes-please", "", api.CodeInvalidRequest},
@@ -68,6 +73,40 @@ func TestFilesValidatedBeforeForwarding(t *testing.T) {
 			var e api.Error
 			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Code != tc.code || resp.StatusCode != 400 {
 				t.Fatalf("got %d %+v (%v), want 400 %s", resp.StatusCode, e, err, tc.code)
+			}
+		})
+	}
+}
+
+// TestUncleanFileURLPaths sends file paths with '.', '..' or '//' in the
+// URL (as curl --path-as-is does): each is a bad file path, answered with
+// INVALID_PATH naming it, before any sandbox is looked for.
+func TestUncleanFileURLPaths(t *testing.T) {
+	ts := newTestServer(t, "")
+	tests := []struct {
+		method, path, named string
+	}{
+		{"GET", "/v1/sandboxes/a/files/workspace/../etc/passwd", "/workspace/../etc/passwd"},
+		{"DELETE", "/v1/sandboxes/a/files/../../b", "/../../b"},
+		{"PUT", "/v1/sandboxes/a/files/workspace/./x", "/workspace/./x"},
+		{"GET", "/v1/sandboxes/a/files//etc/passwd", "//etc/passwd"},
+		{"DELETE", "/v1/sandboxes/a/files/w//x", "/w//x"},
+		{"GET", "/v1/sandboxes/a/files/w/../a%20b", "/w/../a b"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, ts.URL+tc.path, strings.NewReader("data"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e api.Error
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != 400 || e.Code != api.CodeInvalidPath {
+				t.Fatalf("got %d %+v (%v), want 400 %s", resp.StatusCode, e, err, api.CodeInvalidPath)
+			}
+			if !strings.Contains(e.Message, strconv.Quote(tc.named)) {
+				t.Errorf("message %q does not name the path %q", e.Message, tc.named)
 			}
 		})
 	}

@@ -130,6 +130,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// form, which clients follow with the same method: DELETE of
 	// /v1/sandboxes/a/files/../../b would destroy sandbox b. Refuse.
 	if p := r.URL.EscapedPath(); strings.HasPrefix(p, "/v1/") && path.Clean(p) != p && path.Clean(p)+"/" != p {
+		if err := uncleanFilePath(p); err != nil {
+			errdefs.Write(w, err) // the file path is what is wrong (files.go)
+			return
+		}
 		errdefs.Write(w, fmt.Errorf("%w: path %q is not clean (it has '.', '..' or '//' segments); send the path you mean",
 			errdefs.ErrInvalidArgument, p))
 		return

@@ -45,7 +45,7 @@ func TestAuthAndRouting(t *testing.T) {
 		{"unknown path", "GET", "/v2/x", "Bearer s3cret", 404, api.CodeNotFound},
 		{"wrong method", "DELETE", "/v1/sandboxes", "Bearer s3cret", 405, api.CodeMethodNotAllowed},
 		{"bad id before anything", "POST", "/v1/sandboxes/UP/exec", "Bearer s3cret", 400, api.CodeInvalidSandboxID},
-		{"dot-dot never redirects", "DELETE", "/v1/sandboxes/a/files/../../b", "Bearer s3cret", 400, api.CodeInvalidRequest},
+		{"dot-dot never redirects", "DELETE", "/v1/sandboxes/a/stop/../../b", "Bearer s3cret", 400, api.CodeInvalidRequest},
 		{"double slash never redirects", "DELETE", "/v1/sandboxes//b", "Bearer s3cret", 400, api.CodeInvalidRequest},
 	}
 	for _, tc := range tests {
