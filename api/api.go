@@ -81,14 +81,18 @@ type ExecRequest struct {
 // ExecResult is the response of a non-streaming exec. A non-zero exit code is
 // a result, not an error.
 type ExecResult struct {
-	Stdout          string `json:"stdout"`
-	Stderr          string `json:"stderr"`
-	ExitCode        int    `json:"exitCode"`
-	Success         bool   `json:"success"`
-	DurationMs      int64  `json:"durationMs"`
-	TimedOut        bool   `json:"timedOut"`
-	StdoutTruncated bool   `json:"stdoutTruncated,omitempty"`
-	StderrTruncated bool   `json:"stderrTruncated,omitempty"`
+	Stdout     string `json:"stdout"`
+	Stderr     string `json:"stderr"`
+	ExitCode   int    `json:"exitCode"`
+	Success    bool   `json:"success"`
+	DurationMs int64  `json:"durationMs"`
+	TimedOut   bool   `json:"timedOut"`
+	// OOMKilled: the command (or the program it ran last) was killed by
+	// the kernel because the sandbox reached its memory limit; the exit
+	// code is then 137. A larger instance type gives more memory.
+	OOMKilled       bool `json:"oomKilled,omitempty"`
+	StdoutTruncated bool `json:"stdoutTruncated,omitempty"`
+	StderrTruncated bool `json:"stderrTruncated,omitempty"`
 }
 
 // Health is the body of GET /healthz (daemon) and GET /health (agent).

@@ -49,6 +49,7 @@ type ExecCompleteEvent struct {
 	Success    bool  `json:"success"`
 	DurationMs int64 `json:"durationMs"`
 	TimedOut   bool  `json:"timedOut"`
+	OOMKilled  bool  `json:"oomKilled,omitempty"`
 }
 
 // DroppedEvent says that Bytes bytes of Stream were dropped from a bounded

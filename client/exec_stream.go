@@ -30,12 +30,13 @@ type ExecEvent struct {
 	Pid int
 	// Data is a chunk of output (stdout, stderr), base64 already decoded.
 	Data []byte
-	// ExitCode, Success, DurationMs and TimedOut describe the end
-	// (complete; exit has ExitCode and Status).
+	// ExitCode, Success, DurationMs, TimedOut and OOMKilled describe the
+	// end (complete; exit has ExitCode and Status).
 	ExitCode   int
 	Success    bool
 	DurationMs int64
 	TimedOut   bool
+	OOMKilled  bool
 	Status     string
 	// Stream and Dropped say how many bytes of which stream were dropped
 	// from a bounded log before they could be read (dropped).
@@ -214,7 +215,7 @@ func decodeExecEvent(name string, data []byte) (ExecEvent, error) {
 	case api.EventComplete:
 		var e api.ExecCompleteEvent
 		err = json.Unmarshal(data, &e)
-		ev.ExitCode, ev.Success, ev.DurationMs, ev.TimedOut = e.ExitCode, e.Success, e.DurationMs, e.TimedOut
+		ev.ExitCode, ev.Success, ev.DurationMs, ev.TimedOut, ev.OOMKilled = e.ExitCode, e.Success, e.DurationMs, e.TimedOut, e.OOMKilled
 	case api.EventExit:
 		var e api.ProcessExitEvent
 		err = json.Unmarshal(data, &e)

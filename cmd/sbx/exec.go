@@ -90,6 +90,9 @@ session ("default" always exists; see sbx sessions). Interrupting sbx exec
 					if ev.TimedOut {
 						fmt.Fprintf(os.Stderr, "sbx: command timed out after %s and was killed\n", timeout)
 					}
+					if ev.OOMKilled {
+						fmt.Fprintln(os.Stderr, "sbx: killed by the kernel: the sandbox ran out of memory (a larger --instance-type has more)")
+					}
 					if ev.ExitCode != 0 {
 						return exitError{code: ev.ExitCode}
 					}

@@ -68,7 +68,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := &api.ExecResult{ExitCode: o.exitCode, Success: o.exitCode == 0 && !o.timedOut,
-		DurationMs: o.duration.Milliseconds(), TimedOut: o.timedOut}
+		DurationMs: o.duration.Milliseconds(), TimedOut: o.timedOut, OOMKilled: o.oomKilled}
 	res.Stdout, res.StdoutTruncated = sink.c[stdout].detach()
 	res.Stderr, res.StderrTruncated = sink.c[stderr].detach()
 	errdefs.WriteJSON(w, http.StatusOK, res)
@@ -163,9 +163,10 @@ var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNu
 
 // outcome is how a command ended.
 type outcome struct {
-	exitCode int
-	timedOut bool
-	duration time.Duration
+	exitCode  int
+	timedOut  bool
+	oomKilled bool // SIGKILLed by the kernel at the sandbox's memory limit
+	duration  time.Duration
 }
 
 // outputSink receives a command's output in the order the pumps read it.
@@ -183,14 +184,27 @@ type outputSink interface {
 // one an outcome with timedOut set. Jobs a command leaves in the background
 // when it exits by itself keep running; their later output is discarded.
 func (a *Agent) run(ctx context.Context, c *command, sink outputSink, started func(pid int)) (*outcome, error) {
+	oomBefore, oomKnown := oomKills()
+	var (
+		o   *outcome
+		err error
+	)
 	if c.session != "" {
-		s, err := a.sessions.get(c.session)
-		if err != nil {
-			return nil, err
+		s, serr := a.sessions.get(c.session)
+		if serr != nil {
+			return nil, serr
 		}
-		return s.run(ctx, c, sink, started)
+		o, err = s.run(ctx, c, sink, started)
+	} else {
+		o, err = a.runOnce(ctx, c, sink, started)
 	}
-	return a.runOnce(ctx, c, sink, started)
+	// 137 is SIGKILL's status, also as a shell reports a killed child.
+	if err == nil && oomKnown && o.exitCode == 128+int(syscall.SIGKILL) && !o.timedOut {
+		if n, ok := oomKills(); ok && n > oomBefore {
+			o.oomKilled = true
+		}
+	}
+	return o, err
 }
 
 // runOnce runs c as `bash -c` in a process group of its own.

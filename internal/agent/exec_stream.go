@@ -198,5 +198,5 @@ func (a *Agent) streamExec(w http.ResponseWriter, r *http.Request, c *command) {
 		return
 	}
 	sse.send(api.EventComplete, api.ExecCompleteEvent{ExitCode: o.exitCode, Success: o.exitCode == 0 && !o.timedOut,
-		DurationMs: o.duration.Milliseconds(), TimedOut: o.timedOut})
+		DurationMs: o.duration.Milliseconds(), TimedOut: o.timedOut, OOMKilled: o.oomKilled})
 }

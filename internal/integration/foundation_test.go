@@ -223,8 +223,16 @@ func TestMemoryHogKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := mustExec(t, d, "hog", `python3 -c 'b = bytearray(1024*1024*1024); print("survived")'`)
-	if res.ExitCode != 137 || strings.Contains(res.Stdout, "survived") {
-		t.Fatalf("1 GiB allocation in a 256 MiB sandbox: exit %d stdout %q stderr %q", res.ExitCode, res.Stdout, res.Stderr)
+	if res.ExitCode != 137 || strings.Contains(res.Stdout, "survived") || !res.OOMKilled {
+		t.Fatalf("1 GiB allocation in a 256 MiB sandbox: exit %d oomKilled %v stdout %q stderr %q", res.ExitCode, res.OOMKilled, res.Stdout, res.Stderr)
+	}
+	// Reported as such only when it is: a plain SIGKILL is not.
+	if res := mustExec(t, d, "hog", "kill -9 $$"); res.ExitCode != 137 || res.OOMKilled {
+		t.Errorf("kill -9: exit %d oomKilled %v; want 137 without oomKilled", res.ExitCode, res.OOMKilled)
+	}
+	_, stderr, code := d.CLI(nil, "exec", "hog", "--", "python3", "-c", "bytearray(1 << 30)")
+	if code != 137 || !strings.Contains(stderr, "out of memory") {
+		t.Errorf("sbx exec of a memory hog: exit %d, stderr %q; want 137 and the reason", code, stderr)
 	}
 	if err := d.Client.Health(ctx); err != nil {
 		t.Fatalf("sbxd unhealthy after OOM: %v", err)
