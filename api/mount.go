@@ -41,7 +41,8 @@ type MountRequest struct {
 	// PathStyle addresses the bucket as host/bucket (most self-hosted
 	// servers need it).
 	PathStyle bool `json:"pathStyle,omitempty"`
-	// ReadOnly never writes to the bucket.
+	// ReadOnly never writes to the bucket, and each sync reverts what
+	// was changed in the directory since the last one.
 	ReadOnly bool `json:"readOnly,omitempty"`
 }
 
@@ -102,7 +103,13 @@ type SyncResult struct {
 	Deleted    int `json:"deleted"`
 	Downloaded int `json:"downloaded"`
 	Removed    int `json:"removed"`
+	// Reverted counts the paths of a read-only mount that were changed,
+	// created or deleted in the sandbox since the last sync and were put
+	// back to the bucket's state (they are also counted in Downloaded or
+	// Removed).
+	Reverted int `json:"reverted"`
 	// Conflicts lists paths changed both in the sandbox and in the bucket
-	// since the last sync; the sandbox's version won.
+	// since the last sync; the sandbox's version won on read-write mounts,
+	// the bucket's on read-only ones.
 	Conflicts []string `json:"conflicts,omitempty"`
 }

@@ -114,6 +114,13 @@ func mountSyncCmd(g *globals) *cobra.Command {
 			}
 			fmt.Printf("synced %s: %d uploaded, %d deleted in the bucket; %d downloaded, %d removed in the sandbox\n",
 				args[1], res.Uploaded, res.Deleted, res.Downloaded, res.Removed)
+			if res.Reverted > 0 {
+				noun := "changes"
+				if res.Reverted == 1 {
+					noun = "change"
+				}
+				fmt.Printf("read-only: reverted %d local %s to the bucket's state\n", res.Reverted, noun)
+			}
 			for _, p := range res.Conflicts {
 				fmt.Fprintf(os.Stderr, "conflict: %s changed on both sides\n", p)
 			}

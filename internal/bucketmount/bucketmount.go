@@ -19,11 +19,17 @@
 //   - Sync compares the directory and the bucket with the state of the last
 //     sync (sizes and mtimes of files, sizes and modification times of
 //     objects). Read-write mounts upload files created or changed in the
-//     sandbox and delete objects whose files were deleted; then, for both
-//     kinds, objects created or changed in the bucket are downloaded and
-//     files whose objects were deleted are removed. A path changed on
-//     both sides is a conflict: the sandbox's version wins on read-write
-//     mounts, the bucket's on read-only ones; conflicts are reported.
+//     sandbox and delete objects whose files were deleted; then objects
+//     created or changed in the bucket are downloaded and files whose
+//     objects were deleted are removed. A path changed on both sides is a
+//     conflict, which the sandbox's version wins; conflicts are reported.
+//   - Read-only mounts never write to the bucket, and each sync makes the
+//     directory its mirror again: files changed (size, mtime or mode),
+//     replaced or deleted in the sandbox are downloaded again, and what the
+//     bucket does not hold (files, symlinks, directories leading to no
+//     object) is removed; SyncResult.Reverted counts them. The sandbox can
+//     still write there between syncs (see docs/persistence.md for why the
+//     directory is not made unwritable).
 //   - Unmount syncs a read-write mount (failing, and keeping the mount, if
 //     that fails), then removes the directory.
 //   - Nothing is synced in between: there is no live view of the bucket.
@@ -42,6 +48,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"path"
@@ -339,7 +346,7 @@ func (mt *mount) download(ctx context.Context, lease *sandbox.Lease, objs map[st
 				if err != nil {
 					return mountErr("reading %s from the bucket: %v", mt.info.Prefix+rel, err)
 				}
-				hdr := &tar.Header{Name: rel, Typeflag: tar.TypeReg, Mode: 0o644, Size: info.Size, ModTime: info.ModTime}
+				hdr := &tar.Header{Name: rel, Typeflag: tar.TypeReg, Mode: downloadMode, Size: info.Size, ModTime: info.ModTime}
 				err = tw.WriteHeader(hdr)
 				if err == nil {
 					var n int64
@@ -392,20 +399,105 @@ func (mt *mount) sync(ctx context.Context, lease *sandbox.Lease) (api.SyncResult
 		return res, err
 	}
 	mt.info.Skipped = skipped
-	localChanged := func(rel string) bool {
+	plan := planSync(mt.info.ReadOnly, mt.state, local, remote)
+	for _, rel := range plan.conflicts {
+		res.Conflicts = append(res.Conflicts, path.Join(mt.info.Path, rel))
+	}
+	for _, rel := range plan.upload {
+		fi := local[rel]
+		info, err := mt.upload(ctx, lease, rel)
+		if err != nil {
+			return res, err
+		}
+		mt.state[rel] = fileState{size: fi.Size, mtime: fi.ModifiedAt, remoteSize: info.Size, remoteMtime: info.ModTime}
+		res.Uploaded++
+	}
+	for _, rel := range plan.deleteObj {
+		if err := mt.store.Delete(ctx, mt.info.Prefix+rel); err != nil {
+			return res, mountErr("deleting %s from the bucket: %v", mt.info.Prefix+rel, err)
+		}
+		delete(mt.state, rel)
+		res.Deleted++
+	}
+	for _, rel := range plan.forget {
+		delete(mt.state, rel)
+	}
+	// Removals come before downloads: on a read-only mount a path the
+	// bucket holds as a file may have become a directory or a symlink.
+	gone := map[string]bool{}
+	for _, rel := range plan.remove {
+		if under(rel, gone) {
+			continue // went with its directory
+		}
+		gone[rel] = true
+		if err := removeTree(ctx, lease, path.Join(mt.info.Path, rel)); err != nil && !notFound(err) {
+			return res, err
+		}
+	}
+	for _, rel := range plan.remove {
+		delete(mt.state, rel)
+	}
+	res.Removed = len(plan.remove)
+	if err := mt.download(ctx, lease, plan.download); err != nil {
+		return res, err
+	}
+	res.Downloaded = len(plan.download)
+	res.Reverted = plan.reverted
+	mt.info.LastSyncAt = time.Now().UTC()
+	mt.info.Objects = len(mt.state)
+	return res, nil
+}
+
+// syncPlan is what one sync does, by path relative to the mount.
+type syncPlan struct {
+	upload    []string // read-write: files to write to the bucket
+	deleteObj []string // read-write: objects to delete
+	download  map[string]blob.Info
+	// remove lists sandbox entries to delete, sorted, so that a
+	// directory comes before what is in it.
+	remove    []string
+	forget    []string // state of paths gone from both sides
+	conflicts []string
+	// reverted counts the paths of a read-only mount whose local
+	// changes the plan undoes.
+	reverted int
+}
+
+// downloadMode is the mode of the files a mount writes.
+const downloadMode = 0o644
+
+// planSync decides what a sync does, from the state of the last sync and
+// the current listings of the sandbox directory (entries of every type) and
+// of the bucket prefix.
+//
+// A read-write mount sends each side's changes to the other, the
+// sandbox's winning a conflict. A read-only mount makes the directory the
+// bucket's mirror whatever happened in it: changed, replaced or deleted
+// files are downloaded again, and whatever the bucket does not hold (files,
+// symlinks, devices, directories leading to no object) is removed. Files
+// count as changed when their size, mtime or (read-only) mode differs from
+// what the last sync left.
+func planSync(readOnly bool, state map[string]fileState, local map[string]api.FileInfo, remote map[string]blob.Info) syncPlan {
+	plan := syncPlan{download: map[string]blob.Info{}}
+	isFile := func(rel string) bool {
 		fi, ok := local[rel]
-		st, known := mt.state[rel]
+		return ok && fi.Type == api.FileTypeFile
+	}
+	localChanged := func(rel string) bool {
+		st, known := state[rel]
 		switch {
-		case !ok:
-			return known // deleted in the sandbox
+		case !isFile(rel):
+			return known // deleted (or replaced) in the sandbox
 		case !known:
 			return true // created
 		}
-		return fi.Size != st.size || !fi.ModifiedAt.Equal(st.mtime)
+		fi := local[rel]
+		return fi.Size != st.size || !fi.ModifiedAt.Equal(st.mtime) ||
+			(readOnly && fi.Mode != api.FormatMode(downloadMode))
 	}
 	remoteChanged := func(rel string) bool {
 		info, ok := remote[rel]
-		st, known := mt.state[rel]
+		st, known := state[rel]
 		switch {
 		case !ok:
 			return known
@@ -414,64 +506,99 @@ func (mt *mount) sync(ctx context.Context, lease *sandbox.Lease) (api.SyncResult
 		}
 		return info.Size != st.remoteSize || !info.ModTime.Equal(st.remoteMtime)
 	}
+
 	paths := map[string]bool{}
 	for rel := range local {
-		paths[rel] = true
+		if isFile(rel) {
+			paths[rel] = true
+		}
 	}
 	for rel := range remote {
 		paths[rel] = true
 	}
-	for rel := range mt.state {
+	for rel := range state {
 		paths[rel] = true
 	}
-	toDownload := map[string]blob.Info{}
-	var toRemove []string
-	for rel := range paths {
+	reverted := map[string]bool{}
+	for _, rel := range slices.Sorted(maps.Keys(paths)) {
+		_, inRemote := remote[rel]
+		inLocal := isFile(rel)
+		if !inLocal && !inRemote {
+			plan.forget = append(plan.forget, rel) // deleted on both sides
+			continue
+		}
 		lc, rc := localChanged(rel), remoteChanged(rel)
 		if lc && rc {
-			res.Conflicts = append(res.Conflicts, path.Join(mt.info.Path, rel))
+			plan.conflicts = append(plan.conflicts, rel)
 		}
 		switch {
-		case lc && !mt.info.ReadOnly:
-			if fi, ok := local[rel]; ok {
-				info, err := mt.upload(ctx, lease, rel)
-				if err != nil {
-					return res, err
-				}
-				mt.state[rel] = fileState{size: fi.Size, mtime: fi.ModifiedAt, remoteSize: info.Size, remoteMtime: info.ModTime}
-				res.Uploaded++
+		case lc && !readOnly:
+			if inLocal {
+				plan.upload = append(plan.upload, rel)
 			} else {
-				if err := mt.store.Delete(ctx, mt.info.Prefix+rel); err != nil {
-					return res, mountErr("deleting %s from the bucket: %v", mt.info.Prefix+rel, err)
-				}
-				delete(mt.state, rel)
-				res.Deleted++
+				plan.deleteObj = append(plan.deleteObj, rel)
 			}
-		case rc:
-			if info, ok := remote[rel]; ok {
-				toDownload[rel] = info
-			} else if _, ok := local[rel]; ok {
-				toRemove = append(toRemove, rel)
+		case rc || (lc && readOnly):
+			// The bucket's version: download it, or remove the file.
+			if inRemote {
+				plan.download[rel] = remote[rel]
 			} else {
-				delete(mt.state, rel)
+				plan.remove = append(plan.remove, rel)
+			}
+			if lc {
+				reverted[rel] = true
 			}
 		}
 	}
-	if err := mt.download(ctx, lease, toDownload); err != nil {
-		return res, err
-	}
-	res.Downloaded = len(toDownload)
-	for _, rel := range toRemove {
-		if err := removeTree(ctx, lease, path.Join(mt.info.Path, rel)); err != nil && !notFound(err) {
-			return res, err
+
+	if readOnly {
+		wanted, had := map[string]bool{}, map[string]bool{}
+		for rel := range remote {
+			addParents(wanted, rel)
 		}
-		delete(mt.state, rel)
-		res.Removed++
+		for rel := range state {
+			addParents(had, rel)
+		}
+		for rel, fi := range local {
+			switch fi.Type {
+			case api.FileTypeFile:
+				continue // decided above
+			case api.FileTypeDirectory:
+				if _, isObj := remote[rel]; !isObj && (wanted[rel] || had[rel]) {
+					// Leads to objects, or did: a directory emptied by
+					// deletions in the bucket stays, as on read-write
+					// mounts.
+					continue
+				}
+				if !had[rel] {
+					reverted[rel] = true
+				}
+			default:
+				reverted[rel] = true
+			}
+			plan.remove = append(plan.remove, rel)
+		}
 	}
-	sort.Strings(res.Conflicts)
-	mt.info.LastSyncAt = time.Now().UTC()
-	mt.info.Objects = len(mt.state)
-	return res, nil
+	slices.Sort(plan.remove)
+	plan.reverted = len(reverted)
+	return plan
+}
+
+// addParents adds the directories leading to rel to set.
+func addParents(set map[string]bool, rel string) {
+	for d := path.Dir(rel); d != "." && !set[d]; d = path.Dir(d) {
+		set[d] = true
+	}
+}
+
+// under reports whether rel lies inside one of the directories in set.
+func under(rel string, set map[string]bool) bool {
+	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+		if set[d] {
+			return true
+		}
+	}
+	return false
 }
 
 // upload streams the sandbox file at rel to its object.
@@ -501,8 +628,8 @@ func escapePath(p string) string {
 	return strings.Join(parts, "/")
 }
 
-// listLocal returns the regular files under dir by relative path, or nil
-// (and no error) if dir does not exist.
+// listLocal returns the entries under dir (of every type) by relative
+// path, or nil (and no error) if dir does not exist.
 func listLocal(ctx context.Context, lease *sandbox.Lease, dir string) (map[string]api.FileInfo, error) {
 	q := url.Values{"path": {dir}, "recursive": {"true"}, "includeHidden": {"true"}}
 	resp, err := backup.AgentDo(ctx, lease, http.MethodGet, "/fs/list?"+q.Encode(), nil)
@@ -519,9 +646,6 @@ func listLocal(ctx context.Context, lease *sandbox.Lease, dir string) (map[strin
 	}
 	out := make(map[string]api.FileInfo, len(l.Entries))
 	for _, e := range l.Entries {
-		if e.Type != api.FileTypeFile {
-			continue
-		}
 		rel := strings.TrimPrefix(e.Path, dir+"/")
 		out[rel] = e
 	}

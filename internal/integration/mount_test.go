@@ -137,11 +137,48 @@ func TestBucketMount(t *testing.T) {
 	if _, err := sb.MountBucket(ctx, ro); err != nil {
 		t.Fatal(err)
 	}
-	mustExec(t, d, "mnt", "echo -n local > /mnt/ro/a.txt && echo -n x > /mnt/ro/extra.txt")
-	if _, err := sb.SyncMount(ctx, "/mnt/ro"); err != nil {
-		t.Fatal(err)
+	roTree := func() string {
+		return mustExec(t, d, "mnt", `cd /mnt/ro && find . | LC_ALL=C sort`).Stdout
+	}
+	mirror := map[string]string{"a.txt": "mine", "new/n.txt": "fresh"}
+	wantTree := ".\n./a.txt\n./new\n./new/n.txt\n"
+	if got := sandboxFiles(t, d, "mnt", "/mnt/ro"); !mapsEqual(got, mirror) {
+		t.Fatalf("read-only mount holds %v, want %v", got, mirror)
 	}
 	before := objects(t, st, "")
+	// Local writes succeed (nothing makes the directory unwritable) and
+	// the next sync puts back the bucket's state: an edit, a new file, a
+	// deletion, and a symlink and a directory the bucket does not hold.
+	mustExec(t, d, "mnt", "cd /mnt/ro && echo -n local > a.txt && echo -n x > extra.txt && rm new/n.txt && ln -s /etc link && mkdir junk")
+	res, err = sb.SyncMount(ctx, "/mnt/ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reverted != 5 || res.Downloaded != 2 || res.Removed != 3 || res.Uploaded != 0 || res.Deleted != 0 {
+		t.Errorf("read-only sync result %+v, want 5 reverted (2 downloaded, 3 removed)", res)
+	}
+	if got := sandboxFiles(t, d, "mnt", "/mnt/ro"); !mapsEqual(got, mirror) {
+		t.Errorf("read-only mount after sync holds %v, want the bucket's %v", got, mirror)
+	}
+	if got := roTree(); got != wantTree {
+		t.Errorf("read-only mount after sync:\n%s\nwant\n%s", got, wantTree)
+	}
+	if got := objects(t, st, ""); !mapsEqual(got, before) {
+		t.Errorf("a read-only sync wrote to the bucket: %v", got)
+	}
+	// Nothing left to revert; a same-size edit is reverted too, and the
+	// CLI says so.
+	if res, err := sb.SyncMount(ctx, "/mnt/ro"); err != nil || res.Reverted != 0 || res.Downloaded != 0 || res.Removed != 0 {
+		t.Errorf("second read-only sync: %+v %v", res, err)
+	}
+	mustExec(t, d, "mnt", "echo -n MINE > /mnt/ro/a.txt")
+	out, stderr, code := d.CLI(nil, "mount", "sync", "mnt", "/mnt/ro")
+	if code != 0 || !strings.Contains(out, "reverted 1 local change ") {
+		t.Errorf("sbx mount sync of a read-only mount: %d %q %q", code, out, stderr)
+	}
+	if got := sandboxFiles(t, d, "mnt", "/mnt/ro"); !mapsEqual(got, mirror) {
+		t.Errorf("read-only mount after CLI sync holds %v, want %v", got, mirror)
+	}
 	if err := sb.Unmount(ctx, "/mnt/ro"); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +187,7 @@ func TestBucketMount(t *testing.T) {
 	}
 
 	// Listing, CLI, unmount.
-	out, stderr, code := d.CLI(nil, "mount", "ls", "mnt")
+	out, stderr, code = d.CLI(nil, "mount", "ls", "mnt")
 	if code != 0 || !strings.Contains(out, "/mnt/proj") || strings.Contains(out, "/mnt/ro") {
 		t.Errorf("sbx mount ls: %d %s %s", code, out, stderr)
 	}

@@ -24,7 +24,8 @@ func (s *Server) mountRoutes() []route {
 		{"POST", "/v1/sandboxes/{id}/mounts/sync", true, s.handleSyncMount, opDoc{
 			summary: "Sync a mount with its bucket: read-write mounts upload files changed in the sandbox and delete objects of deleted files; " +
 				"then objects changed in the bucket are downloaded and files of deleted objects removed. Conflicts (changed on both sides) are reported; " +
-				"the sandbox wins on read-write mounts, the bucket on read-only ones.",
+				"the sandbox wins on read-write mounts, the bucket on read-only ones. A read-only mount never writes to the bucket and is made its exact copy " +
+				"again: files changed, replaced or deleted in the sandbox are downloaded again and entries the bucket does not hold are removed (counted in reverted).",
 			response: api.SyncResult{}, query: pathQ}},
 		{"DELETE", "/v1/sandboxes/{id}/mounts", true, s.handleUnmount, opDoc{
 			summary: "Unmount: sync a read-write mount to its bucket (if that fails, the mount stays and the error is returned), then remove the directory.",
