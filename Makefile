@@ -29,7 +29,6 @@ deps:
 image: build
 	$(BIN)/sbxd image build default --images-dir $(IMAGES)
 	$(BIN)/sbxd image build python --images-dir $(IMAGES)
-	$(BIN)/sbxd image build python --images-dir $(IMAGES)
 
 # up installs, builds and starts sbxd on 127.0.0.1:7070 in the foreground
 # (root). The default image is built on first start.

@@ -38,6 +38,9 @@ type CreateBackupRequest struct {
 	TTL Duration `json:"ttl,omitempty"`
 }
 
+// MinBackupTTL is the shortest TTL a backup may have.
+const MinBackupTTL = time.Second
+
 // MaxBackupNameLen bounds CreateBackupRequest.Name.
 const MaxBackupNameLen = 128
 
@@ -51,6 +54,9 @@ func (r *CreateBackupRequest) Validate() error {
 	}
 	if r.TTL < 0 {
 		return errors.New("ttl must not be negative; omit it to keep the backup until it is deleted")
+	}
+	if r.TTL > 0 && time.Duration(r.TTL) < MinBackupTTL {
+		return fmt.Errorf("ttl %s is shorter than %s: the backup would expire before it could be used", time.Duration(r.TTL), MinBackupTTL)
 	}
 	for _, e := range r.Excludes {
 		if strings.ContainsRune(e, 0) {

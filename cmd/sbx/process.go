@@ -138,6 +138,7 @@ for whatever is left after the grace period. --all kills every running one.`,
 			if g.json {
 				return printJSON(p)
 			}
+			fmt.Printf("%s (pid %d) %s\n", p.ID, p.Pid, p.Status)
 			return nil
 		},
 	}

@@ -359,6 +359,8 @@ func TestCodeTimeoutKeepsContext(t *testing.T) {
 		res := s.run(api.RunCodeRequest{Context: c.ID, Code: tc.hang, TimeoutMs: 300})
 		if !res.TimedOut || res.Error == nil || res.Error.Name != tc.errName || time.Since(t0) > 5*time.Second {
 			t.Errorf("%s %q: timedOut %v error %+v after %s", tc.lang, tc.hang, res.TimedOut, res.Error, time.Since(t0))
+		} else if tb := strings.Join(res.Error.Traceback, "\n"); strings.Contains(tb, "runner.py") {
+			t.Errorf("%s timeout traceback shows sbx's own runner:\n%s", tc.lang, tb)
 		}
 		res = s.run(api.RunCodeRequest{Context: c.ID, Code: tc.get})
 		if mainText(res) != "7" || res.StateLost || res.TimedOut {

@@ -172,6 +172,7 @@ func TestBackupBadRequests(t *testing.T) {
 		{api.CreateBackupRequest{Dir: "/proc/1"}, api.CodeInvalidRequest},
 		{api.CreateBackupRequest{Dir: "relative"}, api.CodeInvalidRequest},
 		{api.CreateBackupRequest{Dir: "/workspace", TTL: api.Duration(-time.Second)}, api.CodeInvalidRequest},
+		{api.CreateBackupRequest{Dir: "/workspace", TTL: api.Duration(time.Millisecond)}, api.CodeInvalidRequest},
 		{api.CreateBackupRequest{Dir: "/no/such/dir"}, api.CodeFileNotFound},
 		{api.CreateBackupRequest{Dir: "/etc/passwd"}, api.CodeNotADirectory},
 	} {

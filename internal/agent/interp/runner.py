@@ -326,8 +326,12 @@ def make_shell():
         def _showtraceback(self, etype, evalue, stb):
             flush_streams()
             name = getattr(etype, "__name__", str(etype))
+            # Frames of this runner (the SIGINT handler that raises a
+            # timeout's KeyboardInterrupt) are not the user's code.
+            here = os.path.abspath(__file__)
+            stb = [s for s in stb if here not in s]
             send({"type": "error", "id": state.run_id,
-                  "error": {"name": name, "message": str(evalue), "traceback": list(stb)}})
+                  "error": {"name": name, "message": str(evalue), "traceback": stb}})
 
         def enable_gui(self, gui=None):
             pass
