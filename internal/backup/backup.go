@@ -493,5 +493,16 @@ func (s *Service) GC(ctx context.Context) error {
 			}
 		}
 	}
+	// Parts of uploads that failed while the store was down (S3).
+	if sw, ok := s.cfg.Blobs.(blob.Sweeper); ok {
+		for _, prefix := range []string{backupPrefix, persistPrefix} {
+			n, err := sw.Sweep(ctx, prefix, now.Add(-orphanAge))
+			if err != nil {
+				errs = append(errs, storageErr("removing unfinished uploads", err))
+			} else if n > 0 {
+				s.log.Info("removed unfinished uploads", "prefix", prefix, "count", n)
+			}
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -60,6 +60,17 @@ type PutOptions struct {
 	Metadata map[string]string
 }
 
+// Sweeper is implemented by stores where a Put that failed can leave
+// invisible leftovers behind: an S3 multipart upload whose abort never
+// reached a server that had died. Such parts take space on the server but
+// are never visible to Get, Stat or List.
+type Sweeper interface {
+	// Sweep removes the leftovers of Puts under prefix that began before
+	// olderThan and reports how many it removed. A Put still running
+	// that began before olderThan may fail.
+	Sweep(ctx context.Context, prefix string, olderThan time.Time) (int, error)
+}
+
 // Store is an object store. Implementations are safe for concurrent use.
 //
 // Keys are '/'-separated paths that pass ValidateKey; a key names at most

@@ -499,3 +499,28 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[blob.Info, er
 		}
 	}
 }
+
+var _ blob.Sweeper = (*Store)(nil)
+
+// Sweep aborts the multipart uploads under prefix begun before olderThan:
+// the parts of a Put whose abort failed because the server was down when
+// it failed.
+func (s *Store) Sweep(ctx context.Context, prefix string, olderThan time.Time) (int, error) {
+	if err := blob.ValidatePrefix(prefix); err != nil {
+		return 0, fmt.Errorf("blob: sweep %q: %w", prefix, err)
+	}
+	n := 0
+	for up := range s.c.ListIncompleteUploads(ctx, s.bucket, prefix, true) {
+		if up.Err != nil {
+			return n, fmt.Errorf("blob: sweep %q: listing unfinished uploads at %s: %w", prefix, s.where, up.Err)
+		}
+		if !up.Initiated.Before(olderThan) {
+			continue
+		}
+		if err := (minio.Core{Client: s.c}).AbortMultipartUpload(ctx, s.bucket, up.Key, up.UploadID); err != nil {
+			return n, fmt.Errorf("blob: sweep %q: aborting the upload of %q at %s: %w", prefix, up.Key, s.where, err)
+		}
+		n++
+	}
+	return n, ctx.Err()
+}

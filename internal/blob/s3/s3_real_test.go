@@ -237,14 +237,35 @@ func TestServerKilledMidPut(t *testing.T) {
 		t.Errorf("Stat of the interrupted key = %v, want ErrNotFound", err)
 	}
 	// The abort could not reach the dead server; the upload is invisible
-	// but still there until a lifecycle rule or an operator removes it.
-	n := 0
-	for u := range s.c.ListIncompleteUploads(ctx, s.bucket, "", true) {
-		if u.Err == nil {
-			n++
+	// but still there until Sweep removes it.
+	incomplete := func() int {
+		n := 0
+		for u := range s.c.ListIncompleteUploads(ctx, s.bucket, "", true) {
+			if u.Err == nil {
+				n++
+			}
 		}
+		return n
 	}
-	t.Logf("incomplete uploads left on the server: %d", n)
+	left := incomplete()
+	if left == 0 {
+		t.Skip("the server dropped the unfinished upload itself; nothing to sweep")
+	}
+	if n, err := s.Sweep(ctx, "backups/", start.Add(-time.Minute)); err != nil || n != 0 {
+		t.Errorf("Sweep of uploads older than the failed one = %d, %v; want 0", n, err)
+	}
+	if n, err := s.Sweep(ctx, "persist/", time.Now().Add(time.Minute)); err != nil || n != 0 {
+		t.Errorf("Sweep of another prefix = %d, %v; want 0", n, err)
+	}
+	if n, err := s.Sweep(ctx, "backups/", time.Now().Add(time.Minute)); err != nil || n != left {
+		t.Errorf("Sweep = %d, %v; want the %d unfinished uploads", n, err, left)
+	}
+	if n := incomplete(); n != 0 {
+		t.Errorf("%d unfinished uploads left after Sweep", n)
+	}
+	if _, err := s.Stat(ctx, "backups/old"); err != nil {
+		t.Errorf("Sweep touched a finished object: %v", err)
+	}
 }
 
 // TestLargeStreamMemory streams a large object of unknown length and
