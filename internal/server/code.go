@@ -26,7 +26,7 @@ func (s *Server) codeRoutes() []route {
 		{"POST", "/v1/sandboxes/{id}/code", true, s.handleRunCode, opDoc{
 			summary: "Run code in a context (or the language's default context) and return its results, output and error. " +
 				"With `Accept: text/event-stream` the same arrives as events while it runs: stdout, stderr, result, error, then complete.",
-			request: api.RunCodeRequest{}, response: api.RunCodeResult{}}},
+			request: api.RunCodeRequest{}, response: api.RunCodeResult{}, sse: "Accept: text/event-stream"}},
 	}
 }
 

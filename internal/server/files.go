@@ -29,13 +29,18 @@ func (s *Server) filesRoutes() []route {
 		{"GET", "/v1/sandboxes/{id}/files/{path...}", true, s.handleFileContent, opDoc{
 			summary: "Read a file: the raw bytes at sandbox path /{path}, with Content-Length, a Content-Type from the extension " +
 				"(sniffed when it says nothing), Last-Modified and Range support. Errors: FILE_NOT_FOUND, IS_A_DIRECTORY, NOT_A_DIRECTORY, INVALID_PATH (non-clean path, device or fifo).",
-			stream: "application/octet-stream"}},
+			stream: "application/octet-stream",
+			also:   []alt{{http.StatusPartialContent, "The bytes of the requested Range, with Content-Range."}},
+			headers: []param{{"Range", "string", "One or more byte ranges, e.g. bytes=0-1023 or bytes=-512; answered with 206 Partial Content " +
+				"(several ranges as multipart/byteranges). An unsatisfiable range gets 416 with a plain-text body. " +
+				"Ignored for files whose size the kernel reports as 0, such as those in /proc."}}}},
 		{"PUT", "/v1/sandboxes/{id}/files/{path...}", true, s.handleFileContent, opDoc{
 			summary: "Write a file: the raw request body, of any size, becomes the content of /{path}. It is streamed to a temporary file " +
 				"beside the target and renamed over it when complete, so readers never see a partial file and a failed write leaves the old one intact. " +
 				"201 when created, 200 when replaced; a symlink is followed. Errors: FILE_NOT_FOUND (missing parent without parents=true), IS_A_DIRECTORY, " +
 				"NOT_A_DIRECTORY, FILE_EXISTS (noOverwrite), PERMISSION_DENIED, NO_SPACE, INVALID_PATH.",
-			response: api.FileInfo{},
+			rawBody: []string{"application/octet-stream"}, response: api.FileInfo{},
+			status: http.StatusCreated, also: []alt{{http.StatusOK, "An existing file was replaced."}},
 			query: []param{
 				{"mode", "string", "Octal permission bits, e.g. 0755; default: those of the file replaced, else 0644."},
 				{"parents", "boolean", "true to create missing parent directories."},
@@ -52,7 +57,8 @@ func (s *Server) filesRoutes() []route {
 			query:    []param{pathParam, {"encoding", "string", "utf-8 or base64; default: utf-8 unless the file is binary. Invalid UTF-8 read as utf-8 becomes U+FFFD."}}}},
 		{"POST", "/v1/sandboxes/{id}/fs/write", true, s.handleFileJSON, opDoc{
 			summary: "Write a file from JSON, content as text or base64 (up to 64 MiB; use PUT /files/{path} for more). Same semantics and errors as PUT /files/{path}.",
-			request: api.WriteFileRequest{}, response: api.FileInfo{}, status: http.StatusCreated}},
+			request: api.WriteFileRequest{}, response: api.FileInfo{}, status: http.StatusCreated,
+			also: []alt{{http.StatusOK, "An existing file was replaced."}}}},
 		{"GET", "/v1/sandboxes/{id}/fs/stat", true, s.handleFileQuery, opDoc{
 			summary:  "Describe one entry, without following a symlink. FILE_NOT_FOUND if absent.",
 			response: api.FileInfo{}, query: []param{pathParam}}},
@@ -67,7 +73,8 @@ func (s *Server) filesRoutes() []route {
 		{"POST", "/v1/sandboxes/{id}/fs/mkdir", true, s.handleFileJSON, opDoc{
 			summary: "Create a directory; with parents, its missing parents too, and an existing directory is fine (200). " +
 				"FILE_EXISTS if it exists without parents, or exists and is not a directory.",
-			request: api.MkdirRequest{}, response: api.FileInfo{}, status: http.StatusCreated}},
+			request: api.MkdirRequest{}, response: api.FileInfo{}, status: http.StatusCreated,
+			also: []alt{{http.StatusOK, "The directory already existed (parents=true)."}}}},
 		{"POST", "/v1/sandboxes/{id}/fs/move", true, s.handleFileJSON, opDoc{
 			summary: "Rename or move an entry to a new path (not into a directory: give the full new path), replacing a file or empty directory there " +
 				"unless noOverwrite. Across file systems the entry is copied then deleted. Errors: FILE_NOT_FOUND, FILE_EXISTS, IS_A_DIRECTORY, NOT_A_DIRECTORY, INVALID_PATH (into itself).",
@@ -83,7 +90,9 @@ func (s *Server) filesRoutes() []route {
 			summary: "Upload a tar stream (plain or gzip) and extract it into a directory, created if missing. Refused with INVALID_PATH, naming the entry: " +
 				"absolute names, names with '..', symlinks or hard links leading outside the directory, entries reached through such a symlink, devices and fifos. " +
 				"Files are replaced atomically; entries are owned by the sandbox's user. Extraction stops at the first refused entry; earlier entries stay.",
-			response: api.TarResult{}, query: []param{pathParam}}},
+			rawBody: []string{"application/x-tar", "application/gzip"}, response: api.TarResult{},
+			query: []param{pathParam, {"anySymlinkTarget", "boolean", "true to keep symlinks that point outside the directory " +
+				"(as a restore needs: a virtualenv's bin/python3 -> /usr/bin/python3); entries reached through them are still refused."}}}},
 		{"GET", "/v1/sandboxes/{id}/watch", true, s.handleFileQuery, opDoc{
 			summary: "Watch a directory (or one file) for changes, as server-sent events. The first event, watching, is sent once every watch is in place. " +
 				"Then create, modify, delete, attrib (data: {type, path, isDirectory}) and move ({from, to}); with recursive, new subdirectories are watched as they appear. " +

@@ -56,7 +56,7 @@ func (s *Server) execRoutes() []route {
 				"With session, the command runs in that session's persistent shell (SESSION_NOT_FOUND, SESSION_TERMINATED if it ran `exit`). " +
 				"With Accept: text/event-stream the answer is a stream of events start{pid}, stdout{data,base64?}, stderr{data,base64?}, " +
 				"then complete{exitCode,success,durationMs,timedOut} once the command really exited, or error{code,message} if its fate is unknown.",
-			request: api.ExecRequest{}, response: api.ExecResult{}}},
+			request: api.ExecRequest{}, response: api.ExecResult{}, sse: "Accept: text/event-stream"}},
 		{"PATCH", "/v1/sandboxes/{id}/env", true, s.handlePatchEnv, opDoc{
 			summary: `Set ("K":"v") and unset ("K":null) environment variables for every later command, in every session, background process and terminal. Names must be shell identifiers.`,
 			request: api.EnvPatch{}, response: api.SandboxEnv{}}},

@@ -17,15 +17,45 @@ import (
 // route table and, by reflection, from the api types.
 type opDoc struct {
 	summary  string
-	request  any    // zero value of the JSON request body type, or nil
-	response any    // zero value of the JSON response body type, or nil
-	status   int    // success status; 200 if zero
-	stream   string // non-empty: the success body is this content type
+	request  any      // zero value of the JSON request body type, or nil
+	rawBody  []string // content types of a raw request body, streamed as is (instead of request)
+	response any      // zero value of the JSON response body type, or nil
+	status   int      // success status; 200 if zero
+	also     []alt    // other success statuses, with the same body as status
+	stream   string   // non-empty: the success body is this content type
+	sse      string   // non-empty: how to ask for the success body as server-sent events instead, e.g. "Accept: text/event-stream"
+	upgrade  string   // non-empty: the route upgrades the connection to this protocol (101); response, status and stream are unused
+	headers  []param  // request headers
 	query    []param
 }
 
 type param struct {
 	name, typ, desc string
+}
+
+// alt is one more success status of a route and when it is given.
+type alt struct {
+	status int
+	desc   string
+}
+
+// anyMethod as a route's method documents it under every method: the route
+// forwards whatever it gets.
+const anyMethod = "*"
+
+var anyMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+// unmuxedRoutes are documented like routes but never registered: ServeHTTP
+// answers them before the mux (preview.go). Their handlers are nil.
+func (s *Server) unmuxedRoutes() []route {
+	return []route{
+		{anyMethod, "/preview/{id}/{port}/{token}/{path...}", false, nil, opDoc{
+			summary: "Path-based preview URL of an exposed port (POST /v1/sandboxes/{id}/ports returns it): any request, WebSocket upgrades included, " +
+				"is proxied to /{path} on that port inside the sandbox. The token in the URL is the credential; no bearer token is needed. " +
+				"Without the slash after {token} the answer is 308 to it. The app sees paths without the prefix, so its absolute links miss it; " +
+				"the host-based form {port}-{id}-{token}.{previewDomain} and the dedicated listener have no prefix. Available when the daemon serves previews. " +
+				"Errors: PREVIEW_NOT_FOUND (404), PREVIEW_GONE (410: unexposed, or the sandbox stopped), PORT_NOT_LISTENING and PREVIEW_UPSTREAM_ERROR (502)."}},
+	}
 }
 
 var (
@@ -48,9 +78,8 @@ func (s *Server) buildOpenAPI() map[string]any {
 		"content":     map[string]any{"application/json": map[string]any{"schema": ref(api.Error{})}},
 	}
 	paths := map[string]any{}
-	for _, rt := range s.routes() {
+	for _, rt := range append(s.routes(), s.unmuxedRoutes()...) {
 		d := rt.doc
-		op := map[string]any{"summary": d.summary, "operationId": operationID(rt.method, rt.pattern)}
 		var params []any
 		for _, name := range pathParams(rt.pattern) {
 			p := map[string]any{"name": name, "in": "path", "required": true, "schema": map[string]any{"type": "string"}}
@@ -64,28 +93,70 @@ func (s *Server) buildOpenAPI() map[string]any {
 			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.desc,
 				"schema": map[string]any{"type": q.typ}})
 		}
-		if params != nil {
-			op["parameters"] = params
+		if d.upgrade != "" {
+			params = append(params,
+				map[string]any{"name": "Connection", "in": "header", "required": true, "description": "Upgrade (with the rest of the " + d.upgrade + " handshake).",
+					"schema": map[string]any{"type": "string"}},
+				map[string]any{"name": "Upgrade", "in": "header", "required": true, "schema": map[string]any{"type": "string", "const": d.upgrade}})
 		}
-		if d.request != nil {
-			op["requestBody"] = map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": ref(d.request)}}}
+		for _, h := range d.headers {
+			params = append(params, map[string]any{"name": h.name, "in": "header", "description": h.desc,
+				"schema": map[string]any{"type": h.typ}})
 		}
-		status := d.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		ok := map[string]any{"description": http.StatusText(status)}
+		var body map[string]any
 		switch {
-		case d.response != nil:
-			ok["content"] = map[string]any{"application/json": map[string]any{"schema": ref(d.response)}}
-		case d.stream != "":
-			ok["content"] = map[string]any{d.stream: map[string]any{"schema": map[string]any{"type": "string"}}}
-		case rt.pattern == "/v1/openapi.json":
-			ok["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
+		case d.request != nil:
+			body = map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": ref(d.request)}}}
+		case d.rawBody != nil:
+			content := map[string]any{}
+			for _, ct := range d.rawBody {
+				content[ct] = map[string]any{"schema": map[string]any{"type": "string", "contentMediaType": ct}}
+			}
+			body = map[string]any{"description": "Raw bytes, not JSON, streamed through as they arrive; any size.",
+				"required": true, "content": content}
 		}
-		op["responses"] = map[string]any{strconv.Itoa(status): ok, "default": errResp}
-		if !rt.auth {
-			op["security"] = []any{}
+		responses := map[string]any{"default": errResp}
+		success := func(status int, desc string) {
+			if desc == "" {
+				desc = http.StatusText(status)
+			}
+			r := map[string]any{"description": desc}
+			content := map[string]any{}
+			switch {
+			case d.response != nil:
+				content["application/json"] = map[string]any{"schema": ref(d.response)}
+			case d.stream != "":
+				content[d.stream] = map[string]any{"schema": map[string]any{"type": "string"}}
+			case rt.pattern == "/v1/openapi.json":
+				content["application/json"] = map[string]any{"schema": map[string]any{"type": "object"}}
+			}
+			if d.sse != "" {
+				content["text/event-stream"] = map[string]any{"schema": map[string]any{"type": "string"}}
+				r["description"] = desc + "; with " + d.sse + ", server-sent events (text/event-stream) instead."
+			}
+			if len(content) > 0 {
+				r["content"] = content
+			}
+			responses[strconv.Itoa(status)] = r
+		}
+		switch {
+		case d.upgrade != "":
+			responses[strconv.Itoa(http.StatusSwitchingProtocols)] = map[string]any{
+				"description": "Switching Protocols: the connection is now a " + d.upgrade + " connection.",
+				"headers":     map[string]any{"Upgrade": map[string]any{"schema": map[string]any{"type": "string", "const": d.upgrade}}},
+			}
+		case rt.method == anyMethod:
+			responses["default"] = map[string]any{"description": "Whatever the app answers, passed through; the daemon's own errors are JSON " +
+				"{code,message} as elsewhere.", "content": map[string]any{"*/*": map[string]any{}}}
+		default:
+			status := d.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			success(status, "")
+			for _, a := range d.also {
+				success(a.status, a.desc)
+			}
 		}
 		// OpenAPI templates have no "..." wildcards: {path...} is {path}.
 		key := strings.ReplaceAll(rt.pattern, "...}", "}")
@@ -94,7 +165,26 @@ func (s *Server) buildOpenAPI() map[string]any {
 			p = map[string]any{}
 			paths[key] = p
 		}
-		p[strings.ToLower(rt.method)] = op
+		methods := []string{rt.method}
+		if rt.method == anyMethod {
+			methods = anyMethods
+		}
+		for _, m := range methods {
+			op := map[string]any{"summary": d.summary, "operationId": operationID(m, rt.pattern), "responses": responses}
+			if params != nil {
+				op["parameters"] = params
+			}
+			if body != nil {
+				op["requestBody"] = body
+			} else if rt.method == anyMethod && m != "GET" && m != "HEAD" && m != "OPTIONS" {
+				op["requestBody"] = map[string]any{"description": "Passed through to the app.",
+					"content": map[string]any{"*/*": map[string]any{}}}
+			}
+			if !rt.auth {
+				op["security"] = []any{}
+			}
+			p[strings.ToLower(m)] = op
+		}
 	}
 	return map[string]any{
 		"openapi": "3.1.0",

@@ -36,7 +36,7 @@ func (s *Server) processRoutes() []route {
 		{"GET", "/v1/sandboxes/{id}/processes/{pid}/logs", true, s.handleProcess("/logs"), opDoc{
 			summary: "The process's stdout and stderr, kept in bounded buffers (oldest bytes dropped, counted in *DroppedBytes). " +
 				"With follow=1: a stream of events from the beginning, then live: dropped{stream,bytes}, stdout{data}, stderr{data}, and exit{exitCode,status} at the end.",
-			response: api.ProcessLogs{}, query: []param{{"follow", "boolean", "1 to stream the log as server-sent events until the process ends."}}}},
+			response: api.ProcessLogs{}, sse: "follow=1", query: []param{{"follow", "boolean", "1 to stream the log as server-sent events until the process ends."}}}},
 		{"POST", "/v1/sandboxes/{id}/processes/{pid}/wait", true, s.handleWait, opDoc{
 			summary: "Block until the process is ready by one condition: a log line matching a regular expression, a port accepting TCP, " +
 				"an HTTP path on a port answering with a status in a range, or its exit. PROCESS_EXITED (409) if it ends first; WAIT_TIMEOUT (408) when time runs out.",

@@ -18,7 +18,7 @@ func (s *Server) ptyRoutes() []route {
 				`messages: {"type":"resize","cols":N,"rows":N} from the client; ready{pid,session,cols,rows}, exit{code} and error{code,message} from the server. ` +
 				"The terminal belongs to the session and outlives the connection: reconnecting replays its recent output, and several clients may attach at once. " +
 				"426 UPGRADE_REQUIRED without a WebSocket handshake.",
-			stream: "application/octet-stream",
+			upgrade: "websocket",
 			query: []param{
 				{"cols", "integer", "Terminal width, 1-1000 (with rows); default 80 for a new terminal, unchanged for an existing one."},
 				{"rows", "integer", "Terminal height, 1-1000 (with cols); default 24."},

@@ -111,7 +111,8 @@ func (s *Server) lifecycleRoutes() []route {
 		{"GET", "/v1/sandboxes", true, s.handleList, opDoc{summary: "List sandboxes.", response: api.SandboxList{}}},
 		{"PUT", "/v1/sandboxes/{id}", true, s.handleCreate, opDoc{
 			summary: "Create (and start) a sandbox, or return it if it exists with the same options (200). 201 when created; 409 CONFLICT if it exists with different options.",
-			request: api.CreateSandboxRequest{}, response: api.Sandbox{}, status: http.StatusCreated}},
+			request: api.CreateSandboxRequest{}, response: api.Sandbox{}, status: http.StatusCreated,
+			also: []alt{{http.StatusOK, "It already existed with the same options."}}}},
 		{"GET", "/v1/sandboxes/{id}", true, s.handleGet, opDoc{
 			summary: "Get a sandbox. Never creates or wakes it; 404 SANDBOX_NOT_FOUND if absent.", response: api.Sandbox{}}},
 		{"DELETE", "/v1/sandboxes/{id}", true, s.handleDestroy, opDoc{
