@@ -1,12 +1,14 @@
 package oci
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // installAgent copies the agent binary into <dataDir>/agent under a name
@@ -55,4 +57,47 @@ func installAgent(src, dataDir string) (string, error) {
 		return "", err
 	}
 	return dst, os.Rename(tmp.Name(), dst)
+}
+
+// pruneAgents removes the agent copies in <dataDir>/agent other than
+// current that no sandbox's bundle still names (a sandbox started by an
+// earlier sbxd keeps its copy bound until it is destroyed). Unreadable
+// bundles keep every copy: better a stale file than a running sandbox
+// whose agent binary went away.
+func pruneAgents(dataDir, current, sandboxes string) error {
+	dir := filepath.Join(dataDir, "agent")
+	copies, err := filepath.Glob(filepath.Join(dir, "sbx-agent-*"))
+	if err != nil || len(copies) <= 1 {
+		return err
+	}
+	var bundles [][]byte
+	ents, err := os.ReadDir(sandboxes)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(sandboxes, e.Name(), "bundle", "config.json"))
+		if err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		bundles = append(bundles, b)
+	}
+	for _, c := range copies {
+		if c == current || strings.Contains(filepath.Base(c), ".tmp") {
+			continue
+		}
+		used := false
+		for _, b := range bundles {
+			if bytes.Contains(b, []byte(c)) {
+				used = true
+				break
+			}
+		}
+		if !used {
+			if err := os.Remove(c); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+	}
+	return nil
 }

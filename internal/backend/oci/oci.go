@@ -152,6 +152,9 @@ func New(cfg Config) (*Backend, error) {
 	if agent, err = installAgent(agent, dataDir); err != nil {
 		return nil, fmt.Errorf("installing agent binary: %w", err)
 	}
+	if err := pruneAgents(dataDir, agent, sandboxes); err != nil {
+		return nil, fmt.Errorf("removing old agent binaries: %w", err)
+	}
 
 	sum := sha256.Sum256([]byte(dataDir))
 	b := &Backend{
