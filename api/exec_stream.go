@@ -10,7 +10,14 @@ package api
 //	event: complete  data: ExecCompleteEvent   the command exited (final)
 //	event: error     data: Error               the command's fate is unknown (final)
 //
-// stdout and stderr events come in the order the agent read them. complete is
+// stdout and stderr events come in the order the agent read them: the real
+// order of the writes whenever they are more than the agent's read latency
+// apart (tens of microseconds; a command's output lines nearly always are).
+// Writes to the two pipes closer together than that, such as a tight loop
+// of unbuffered prints, can come out one stream's batch first: two pipes
+// carry no common clock, and the only exact alternatives (one socket that
+// refuses writes above ~200 KiB, or intercepting every write) would break
+// or slow the programs themselves. complete is
 // sent only once the command has really exited; when the sandbox or its agent
 // dies mid-stream the stream ends with error instead, never with a made-up
 // exit code. Lines starting with ':' are keep-alive comments.
