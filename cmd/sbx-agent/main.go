@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -29,20 +30,54 @@ import (
 const drainTimeout = 2 * time.Second
 
 func main() {
-	socket := flag.String("socket", "/run/sbx/agent.sock", "unix socket to serve the API on")
-	defaultCwd := flag.String("default-cwd", "/workspace", "working directory of commands that name none")
-	outputCap := flag.Int64("output-cap", 16<<20, "most bytes kept per output stream of a non-streaming exec")
-	flag.Parse()
-
-	if *outputCap <= 0 {
-		fmt.Fprintf(os.Stderr, "sbx-agent: --output-cap must be positive, got %d\n", *outputCap)
+	socket, cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sbx-agent:", err)
 		os.Exit(2)
 	}
-	cfg := agent.Config{DefaultCwd: *defaultCwd, OutputCap: *outputCap}
-	if err := run(*socket, cfg); err != nil {
+	if err := run(socket, cfg); err != nil {
 		slog.Error("sbx-agent failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// parseFlags returns the socket to serve on and the agent's configuration
+// given by args.
+func parseFlags(args []string) (string, agent.Config, error) {
+	fs := flag.NewFlagSet("sbx-agent", flag.ContinueOnError)
+	socket := fs.String("socket", "/run/sbx/agent.sock", "unix socket to serve the API on")
+	defaultCwd := fs.String("default-cwd", "/workspace", "working directory of commands that name none")
+	outputCap := fs.Int64("output-cap", 16<<20, "most bytes kept per output stream of a non-streaming exec")
+	logCap := fs.Int64("process-log-cap", 1<<20, "most bytes kept per output stream of a background process")
+	pool := fs.Int("interpreter-pool", 1, "started interpreters per language waiting for new code contexts (0: none)")
+	if err := fs.Parse(args); err != nil {
+		return "", agent.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return "", agent.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *outputCap <= 0 {
+		return "", agent.Config{}, fmt.Errorf("--output-cap must be positive, got %d", *outputCap)
+	}
+	if *logCap <= 0 || *logCap > math.MaxInt {
+		return "", agent.Config{}, fmt.Errorf("--process-log-cap must be positive, got %d", *logCap)
+	}
+	if *pool < 0 {
+		return "", agent.Config{}, fmt.Errorf("--interpreter-pool must not be negative, got %d", *pool)
+	}
+	cfg := agent.Config{
+		DefaultCwd: *defaultCwd,
+		OutputCap:  *outputCap,
+		CodePool:   *pool,
+		ExecConfig: agent.ExecConfig{ProcessLogCap: int(*logCap)},
+	}
+	if *pool == 0 {
+		cfg.CodePool = -1 // Config's 0 is the default pool
+	}
+	return *socket, cfg, nil
 }
 
 func run(socket string, cfg agent.Config) error {

@@ -38,6 +38,7 @@ type options struct {
 	previewOptions
 	blobOptions
 	networkOptions
+	agentOptions
 }
 
 // imagesDir is where built images live.
@@ -55,8 +56,10 @@ func main() {
 	}
 }
 
-func rootCmd() *cobra.Command {
-	opts := &options{}
+func rootCmd() *cobra.Command { return newRootCmd(&options{}) }
+
+// newRootCmd returns the sbxd command, which parses its flags into opts.
+func newRootCmd(opts *options) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "sbxd",
 		Short: "sbx daemon: isolated Linux sandboxes by name, over HTTP",
@@ -112,6 +115,7 @@ on the command line win over the file.`,
 	_ = f.MarkHidden("reap-interval") // for tests
 	opts.previewOptions.addFlags(f)
 	opts.blobOptions.addFlags(f)
+	opts.agentOptions.addFlags(f)
 	root.AddCommand(imageCmd(opts), cleanupCmd(opts))
 	return root
 }

@@ -58,6 +58,10 @@ func runDaemon(ctx context.Context, opts *options) error {
 	if err != nil {
 		return err
 	}
+	agentOpts, err := opts.agentOptions.backendOptions()
+	if err != nil {
+		return err
+	}
 	if opts.InsecureNoAuth && !loopback {
 		return fmt.Errorf("--insecure-no-auth is only allowed on a loopback address, not %s: anyone who can reach it could run code on this host", opts.Listen)
 	}
@@ -116,6 +120,7 @@ func runDaemon(ctx context.Context, opts *options) error {
 		Backend: be, Store: st, Images: images, Logger: log, FS: backups,
 		DefaultImage: opts.DefaultImage, DefaultSleepAfter: opts.DefaultSleepAfter,
 		MaxRunning: opts.MaxSandboxes, ReapInterval: opts.ReapInterval, OnStop: previews.SandboxStopped,
+		Agent: agentOpts,
 	})
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recovering sandboxes: %w", err)

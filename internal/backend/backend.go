@@ -52,6 +52,26 @@ type Spec struct {
 	// included), Start fails and leaves nothing behind. Only backends
 	// with Capabilities.Persistence accept it.
 	Upper io.Reader
+	// Agent tunes the sandbox's agent; the zero value keeps the agent's
+	// defaults.
+	Agent AgentOptions
+}
+
+// AgentOptions tune the agent of a sandbox. A zero field leaves the agent's
+// default; Start refuses negative caps. Every backend passes them on to the
+// agent it starts.
+type AgentOptions struct {
+	// OutputCap is the most bytes kept per output stream of a
+	// non-streaming exec (agent default 16 MiB); the rest is dropped and
+	// the result says so.
+	OutputCap int64
+	// ProcessLogCap is the most bytes kept per output stream of a
+	// background process (agent default 1 MiB); older bytes are dropped.
+	ProcessLogCap int64
+	// InterpreterPool is how many started interpreters per language wait
+	// for new code contexts (agent default 1); negative means none, so
+	// every context starts its own.
+	InterpreterPool int
 }
 
 // Network is the network policy of a sandbox. Whatever it says, a sandbox
@@ -132,6 +152,8 @@ type Persister interface {
 //     cgroup, process, network interface, firewall rule or directory.
 //     Starting an id that already has resources is an error; callers
 //     Destroy first.
+//   - Start runs the sandbox's agent with Spec.Agent applied; negative caps
+//     are an error (and leave nothing behind, like any failed Start).
 //   - Destroy removes every resource of the sandbox and kills its processes.
 //     It is idempotent (destroying an absent sandbox returns nil) and safe to
 //     call concurrently with itself.

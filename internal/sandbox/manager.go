@@ -49,6 +49,9 @@ type Config struct {
 	ReapInterval time.Duration
 	// StartTimeout bounds one backend start (30s).
 	StartTimeout time.Duration
+	// Agent tunes the agent of every sandbox started (output caps,
+	// interpreter pool); the zero value keeps the agent's defaults.
+	Agent backend.AgentOptions
 	// OnStop, if set, is called after a sandbox stops for any reason
 	// (idle, request, death, destroy), with the sandbox's lock held: it
 	// must not call back into the Manager for that sandbox.
@@ -261,7 +264,7 @@ func (m *Manager) ensureRunning(ctx context.Context, e *entry) error {
 	t0 := time.Now()
 	nw := e.rec.Options.Network.Normalized()
 	spec := backend.Spec{ID: e.id, Rootfs: rootfs, Resources: it.Resources, Env: env,
-		Network: backend.Network{None: nw.IsNone(), Allow: nw.Allow, Deny: nw.Deny}}
+		Network: backend.Network{None: nw.IsNone(), Allow: nw.Allow, Deny: nw.Deny}, Agent: m.cfg.Agent}
 	upper, err := m.openUpper(sctx, e)
 	if err == nil && upper != nil {
 		spec.Upper = upper

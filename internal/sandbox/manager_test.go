@@ -30,6 +30,7 @@ type fakeBackend struct {
 
 	mu    sync.Mutex
 	boxes map[string]*fakeBox
+	specs []backend.Spec // every Start's, in order
 }
 
 type fakeBox struct {
@@ -84,6 +85,8 @@ func (f *fakeBackend) Start(ctx context.Context, spec backend.Spec) (*backend.In
 	go srv.Serve(ln)
 	f.mu.Lock()
 	f.boxes[spec.ID] = &fakeBox{srv: srv, ln: ln, sock: sock}
+	spec.Upper = nil // read by then; not kept
+	f.specs = append(f.specs, spec)
 	f.mu.Unlock()
 	return &backend.Instance{ID: spec.ID, AgentSocket: sock}, nil
 }
@@ -448,5 +451,33 @@ func TestPatchEnvSurvivesStop(t *testing.T) {
 	}
 	if err := m.PatchEnv(ctx, "absent", nil); !errors.Is(err, errdefs.ErrSandboxNotFound) {
 		t.Fatalf("patch of absent sandbox: %v", err)
+	}
+}
+
+func TestAgentOptionsReachEveryStart(t *testing.T) {
+	fb := newFakeBackend(t)
+	opts := backend.AgentOptions{OutputCap: 1000, ProcessLogCap: 2000, InterpreterPool: -1}
+	m, _ := newTestManager(t, fb, func(c *Config) { c.Agent = opts })
+	ctx := context.Background()
+	// The first start, and the start after a stop.
+	for range 2 {
+		l, err := m.Acquire(ctx, "tuned")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+		if _, err := m.Stop(ctx, "tuned"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	if len(fb.specs) != 2 {
+		t.Fatalf("%d starts, want 2", len(fb.specs))
+	}
+	for i, s := range fb.specs {
+		if s.Agent != opts {
+			t.Errorf("start %d: agent options %+v, want %+v", i, s.Agent, opts)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -84,6 +85,10 @@ func buildSpec(s backend.Spec, p specParams) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	args, err := agentArgs(s.Agent)
+	if err != nil {
+		return nil, err
+	}
 	namespaces := []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace},
 		{Type: specs.MountNamespace},
@@ -99,7 +104,7 @@ func buildSpec(s backend.Spec, p specParams) (*specs.Spec, error) {
 		Root:    &specs.Root{Path: p.rootfs},
 		Process: &specs.Process{
 			User: specs.User{UID: 0, GID: 0},
-			Args: []string{agentInSandbox, "--socket", socketInSandbox},
+			Args: args,
 			Env:  mergeEnv(defaultEnv, s.Env),
 			Cwd:  "/",
 			Capabilities: &specs.LinuxCapabilities{
@@ -130,6 +135,29 @@ func buildSpec(s backend.Spec, p specParams) (*specs.Spec, error) {
 		spec.Linux.GIDMappings = m
 	}
 	return spec, nil
+}
+
+// agentArgs is the agent's command line. Only options that are set become
+// flags, so unset ones keep the agent's defaults.
+func agentArgs(o backend.AgentOptions) ([]string, error) {
+	if o.OutputCap < 0 || o.ProcessLogCap < 0 {
+		return nil, fmt.Errorf("agent output caps must not be negative (exec output %d, process log %d)",
+			o.OutputCap, o.ProcessLogCap)
+	}
+	args := []string{agentInSandbox, "--socket", socketInSandbox}
+	if o.OutputCap > 0 {
+		args = append(args, "--output-cap", strconv.FormatInt(o.OutputCap, 10))
+	}
+	if o.ProcessLogCap > 0 {
+		args = append(args, "--process-log-cap", strconv.FormatInt(o.ProcessLogCap, 10))
+	}
+	switch {
+	case o.InterpreterPool > 0:
+		args = append(args, "--interpreter-pool", strconv.Itoa(o.InterpreterPool))
+	case o.InterpreterPool < 0:
+		args = append(args, "--interpreter-pool", "0")
+	}
+	return args, nil
 }
 
 func mounts(p specParams) []specs.Mount {
