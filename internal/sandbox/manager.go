@@ -156,7 +156,12 @@ func (m *Manager) normalize(opts api.CreateSandboxRequest) (api.CreateSandboxReq
 	if opts.SleepAfter == 0 {
 		opts.SleepAfter = api.Duration(m.cfg.DefaultSleepAfter)
 	}
+	// The sandbox's env reaches every session's bash too, which can only
+	// export shell names (as PATCH /env requires).
 	if err := api.ValidateEnv(opts.Env); err != nil {
+		return opts, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	if err := api.ValidateShellNames(opts.Env); err != nil {
 		return opts, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
 	}
 	if err := opts.Network.Validate(); err != nil {

@@ -217,6 +217,7 @@ func TestCreateOptions(t *testing.T) {
 		{"bad type", "other", api.CreateSandboxRequest{InstanceType: "xl"}, false, errdefs.ErrInvalidInstanceType},
 		{"bad image", "other", api.CreateSandboxRequest{Image: "nope"}, false, errdefs.ErrImageNotFound},
 		{"bad env", "other", api.CreateSandboxRequest{Env: map[string]string{"A=B": "x"}}, false, errdefs.ErrInvalidArgument},
+		{"env name a shell cannot export", "other", api.CreateSandboxRequest{Env: map[string]string{"1BAD": "x"}}, false, errdefs.ErrInvalidArgument},
 		{"negative sleep", "other", api.CreateSandboxRequest{SleepAfter: -1}, false, errdefs.ErrInvalidArgument},
 	}
 	for _, tc := range tests {
