@@ -101,7 +101,7 @@ func (b *bgProcess) wait(ctx context.Context, req *api.WaitRequest) (*api.WaitRe
 		return nil, fmt.Errorf("%w: process %q ended (%s, exit code %d) before %s; see its logs",
 			errdefs.ErrProcessExited, b.id, res.Process.Status, code, what)
 	case err != nil && ctx.Err() == context.DeadlineExceeded:
-		return nil, fmt.Errorf("%w: process %q: still waiting for %s after %v; it is %s (see its logs, or wait longer with timeoutMs)",
+		return nil, fmt.Errorf("%w: process %q: still waiting for %s after %v; the process is still %s (see its logs, or wait longer with timeoutMs)",
 			errdefs.ErrWaitTimeout, b.id, what, timeout, res.Process.Status)
 	case err != nil:
 		return nil, fmt.Errorf("%w: wait cancelled: %v", errdefs.ErrUnavailable, err)
