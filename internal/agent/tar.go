@@ -102,8 +102,13 @@ func (a *Agent) handleTarUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// anySymlinkTarget=true keeps symlinks that point out of the tree
-	// (backup restores: a virtualenv's bin/python3 -> /usr/bin/python3).
-	st, err := fstree.Extract(bodyReader{r.Body}, hp, fstree.ExtractOptions{AnySymlinkTarget: r.URL.Query().Get("anySymlinkTarget") == "true"})
+	// (backup restores: a virtualenv's bin/python3 -> /usr/bin/python3);
+	// keepOwners=true gives entries the archive's owners.
+	q := r.URL.Query()
+	st, err := fstree.Extract(bodyReader{r.Body}, hp, fstree.ExtractOptions{
+		AnySymlinkTarget: q.Get("anySymlinkTarget") == "true",
+		KeepOwners:       q.Get("keepOwners") == "true",
+	})
 	if err != nil {
 		failUpload(w, r, tarErr(p, err))
 		return

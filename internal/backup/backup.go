@@ -356,7 +356,7 @@ func (s *Service) Restore(ctx context.Context, id string, req api.RestoreRequest
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	resp, err := AgentDo(ctx, lease, http.MethodPut, "/fs/tar?"+url.Values{"path": {staging}, "anySymlinkTarget": {"true"}}.Encode(), pr)
+	resp, err := AgentDo(ctx, lease, http.MethodPut, "/fs/tar?"+url.Values{"path": {staging}, "anySymlinkTarget": {"true"}, "keepOwners": {"true"}}.Encode(), pr)
 	pr.Close()
 	verr := <-done
 	var tr api.TarResult

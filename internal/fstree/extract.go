@@ -93,6 +93,10 @@ type ExtractOptions struct {
 	// come back from where they were (backup restores); tar uploads keep
 	// the default, which refuses links that lead out.
 	AnySymlinkTarget bool
+	// KeepOwners gives entries the numeric owners the archive records
+	// (the extracting user must be allowed to chown: root). For restores;
+	// otherwise entries belong to the extracting user.
+	KeepOwners bool
 }
 
 type dirMeta struct {
@@ -123,6 +127,9 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader, st *Stats) error {
 		if err := x.root.MkdirAll(name, 0o700); err != nil {
 			return err
 		}
+		if err := x.chown(name, hdr); err != nil {
+			return err
+		}
 		x.dirs = append(x.dirs, dirMeta{name, fs.FileMode(hdr.Mode)&fs.ModePerm | stickyOf(hdr.Mode), hdr.ModTime})
 		st.Dirs++
 	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
@@ -132,7 +139,7 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader, st *Stats) error {
 		if err := x.parents(name); err != nil {
 			return err
 		}
-		n, err := x.writeFile(name, tr, fs.FileMode(hdr.Mode)&fs.ModePerm, hdr.ModTime)
+		n, err := x.writeFile(name, tr, fs.FileMode(hdr.Mode)&fs.ModePerm, hdr.ModTime, hdr)
 		if err != nil {
 			return err
 		}
@@ -152,6 +159,9 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader, st *Stats) error {
 			return err
 		}
 		if err := x.root.Symlink(hdr.Linkname, name); err != nil {
+			return err
+		}
+		if err := x.chown(name, hdr); err != nil {
 			return err
 		}
 		st.Symlinks++
@@ -242,7 +252,16 @@ func (x *extractor) replace(name string) error {
 
 // writeFile writes r to a temporary file beside name and renames it into
 // place.
-func (x *extractor) writeFile(name string, r io.Reader, mode fs.FileMode, mtime time.Time) (int64, error) {
+// chown gives name the archive's owner with KeepOwners; it never follows
+// a symlink.
+func (x *extractor) chown(name string, hdr *tar.Header) error {
+	if !x.opts.KeepOwners {
+		return nil
+	}
+	return x.root.Lchown(name, hdr.Uid, hdr.Gid)
+}
+
+func (x *extractor) writeFile(name string, r io.Reader, mode fs.FileMode, mtime time.Time, hdr *tar.Header) (int64, error) {
 	if fi, err := x.root.Lstat(name); err == nil && fi.IsDir() {
 		return 0, &fs.PathError{Op: "write", Path: name, Err: syscall.EISDIR}
 	}
@@ -262,6 +281,9 @@ func (x *extractor) writeFile(name string, r io.Reader, mode fs.FileMode, mtime 
 		return 0, err
 	}
 	n, err := CopyBuffer(f, r)
+	if err == nil && x.opts.KeepOwners {
+		err = f.Chown(hdr.Uid, hdr.Gid) // before Chmod, which chown would strip of set-id bits
+	}
 	if err == nil {
 		err = f.Chmod(mode)
 	}

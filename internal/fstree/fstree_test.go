@@ -361,3 +361,50 @@ func TestExtractReplacesAndGzip(t *testing.T) {
 	}
 	leftovers(t, dst)
 }
+
+// TestExtractKeepOwners: with KeepOwners every entry, a symlink itself
+// included, gets the archive's numeric owner; without, the extracting
+// user's.
+func TestExtractKeepOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Uid: 1001, Gid: 1002},
+		{Name: "d/f", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1003, Gid: 1004, Size: 1},
+		{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd", Uid: 1005, Gid: 1006},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Size > 0 {
+			tw.Write([]byte("x"))
+		}
+	}
+	tw.Close()
+	for _, keep := range []bool{true, false} {
+		dst := t.TempDir()
+		if _, err := Extract(bytes.NewReader(buf.Bytes()), dst, ExtractOptions{KeepOwners: keep, AnySymlinkTarget: true}); err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range map[string][2]uint32{"d": {1001, 1002}, "d/f": {1003, 1004}, "d/l": {1005, 1006}} {
+			if !keep {
+				want = [2]uint32{0, 0}
+			}
+			fi, err := os.Lstat(filepath.Join(dst, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if st.Uid != want[0] || st.Gid != want[1] {
+				t.Errorf("keep=%v: %s owned by %d:%d, want %d:%d", keep, name, st.Uid, st.Gid, want[0], want[1])
+			}
+		}
+	}
+	// /etc/passwd, the link's target, was not touched.
+	if fi, err := os.Stat("/etc/passwd"); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("/etc/passwd owner changed: %v", err)
+	}
+}

@@ -15,11 +15,11 @@ import (
 )
 
 // treeManifest describes the tree under dir in sandbox id: type, mode,
-// size, link target and content hash of every entry, one line each, in
+// owner, size, link target and content hash of every entry, one line each, in
 // path order. Two trees with the same manifest are the same to a user.
 func treeManifest(t *testing.T, d *Daemon, id, dir string) string {
 	t.Helper()
-	res := mustExec(t, d, id, `cd '`+dir+`' && find . -mindepth 1 -printf '%y %m %s %p -> %l\n' | LC_ALL=C sort &&
+	res := mustExec(t, d, id, `cd '`+dir+`' && find . -mindepth 1 -printf '%y %m %U:%G %s %p -> %l\n' | LC_ALL=C sort &&
 		find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum`)
 	if res.ExitCode != 0 {
 		t.Fatalf("manifest of %s:%s: %s", id, dir, res.Stderr)
@@ -365,8 +365,8 @@ func dirSize(dir string) int64 {
 }
 
 // TestBackupRestoreImageDirectory restores over a directory the image
-// already has (/workspace, the usual case) and keeps symlinks that point
-// out of the tree, as a Python virtualenv has.
+// already has (/workspace, the usual case), keeps symlinks that point out
+// of the tree, as a Python virtualenv has, and keeps owners.
 func TestBackupRestoreImageDirectory(t *testing.T) {
 	d := StartDaemon(t)
 	ctx := ctxT(t)
@@ -375,8 +375,12 @@ func TestBackupRestoreImageDirectory(t *testing.T) {
 		mkdir -p venv/bin app
 		ln -s /usr/bin/python3 venv/bin/python3
 		ln -s ../../etc/hostname app/up
-		echo 'print(1)' > app/main.py`)
+		echo 'print(1)' > app/main.py
+		chown 1234:1234 app app/main.py && chown -h 1234:4321 app/up`)
 	want := treeManifest(t, d, "wsrc", "/workspace")
+	if !strings.Contains(want, "1234:4321") {
+		t.Fatalf("test tree without its owners:\n%s", want)
+	}
 	b, err := d.Client.Sandbox("wsrc").CreateBackup(ctx, api.CreateBackupRequest{Dir: "/workspace"})
 	if err != nil {
 		t.Fatal(err)
