@@ -448,7 +448,7 @@ func (a *Agent) writeFile(p string, src io.Reader, opts writeOptions) (api.FileI
 	case exists:
 		mode = fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 	}
-	if _, err := fstree.CopyBuffer(tmp, bodyReader{src}); err != nil {
+	if _, err := copyToFile(tmp, bodyReader{src}); err != nil {
 		var ue uploadError
 		if errors.As(err, &ue) {
 			return api.FileInfo{}, false, fmt.Errorf("%w: reading the content for %s failed, the file was left unchanged: %v", errdefs.ErrInvalidArgument, tp, ue.err)
