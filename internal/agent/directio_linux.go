@@ -41,9 +41,9 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 	defer unix.Munmap(mem)
 	bufs := [2][]byte{mem[:directChunk], mem[directChunk:]}
 
-	n, rerr := io.ReadFull(r, bufs[0])
+	n, rerr := fill(r, bufs[0])
 	switch {
-	case errors.Is(rerr, io.EOF), errors.Is(rerr, io.ErrUnexpectedEOF):
+	case rerr == io.EOF:
 		// Small: one ordinary write.
 		_, err := f.Write(bufs[0][:n])
 		return int64(n), err
@@ -76,8 +76,8 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 	inFlight := n
 	for i := 1; ; i++ {
 		b := bufs[i%2] // the other buffer than the one being written
-		n, rerr = io.ReadFull(r, b)
-		last := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
+		n, rerr = fill(r, b)
+		last := rerr == io.EOF
 		if werr := <-results; werr != nil {
 			return finish(werr)
 		}
@@ -100,6 +100,21 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 			return finish(nil)
 		}
 	}
+}
+
+// fill reads from r into b until b is full or r fails. Only io.EOF from r
+// is a clean end; any other error, io.ErrUnexpectedEOF of a cut request
+// body included, is a failure (io.ReadFull would blur the two).
+func fill(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // writeChunk writes b whole. With direct I/O on, the aligned head goes

@@ -41,10 +41,15 @@ func TestCopyToFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	boom := errors.New("client went away")
-	src := io.MultiReader(bytes.NewReader(make([]byte, 2*directChunk+5)), errReader{boom})
-	if _, err := copyToFile(f, src); !errors.Is(err, boom) {
-		t.Errorf("copy from a failing reader: %v, want %v", err, boom)
+	// A cut request body ends with io.ErrUnexpectedEOF: a failure, never
+	// the end of the file, whatever chunk it falls in.
+	for _, before := range []int{0, 10, directChunk, 2*directChunk + 5} {
+		for _, boom := range []error{errors.New("client went away"), io.ErrUnexpectedEOF} {
+			src := io.MultiReader(bytes.NewReader(make([]byte, before)), errReader{boom})
+			if _, err := copyToFile(f, src); !errors.Is(err, boom) {
+				t.Errorf("copy of %d bytes, then %v: got %v", before, boom, err)
+			}
+		}
 	}
 }
 
