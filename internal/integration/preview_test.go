@@ -572,8 +572,8 @@ func TestPreviewLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone("stopped")
-	if st, _ := getPortForm(); st == 200 {
-		t.Errorf("port form still serves after stop")
+	if st, body := getPortForm(); st != 410 || !strings.Contains(body, api.CodePreviewGone) {
+		t.Errorf("port form after stop: %d %s, want 410 like the other forms", st, body)
 	}
 	if got, err := sb.Get(ctx); err != nil || got.Status != api.StatusStopped {
 		t.Errorf("a preview request woke the sandbox: %+v %v", got, err)

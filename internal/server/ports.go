@@ -34,7 +34,8 @@ import (
 //	   └──────────┬─────────┘
 //	        sandbox stops
 //	              ▼
-//	            ended: its URLs answer 410 until forgotten (Retention)
+//	            ended: its URLs answer 410 until forgotten (Retention;
+//	                   the dedicated listener only for PortLinger)
 //
 // A sandbox that stops loses its processes, so every exposure of it ends;
 // the next run exposes afresh with new tokens.
@@ -48,6 +49,9 @@ const (
 	maxPortsPerSandbox = 64
 	// defaultRetention is how long ended exposures answer 410.
 	defaultRetention = 7 * 24 * time.Hour
+	// defaultPortLinger is how long a dedicated listener outlives its
+	// sandbox's stop, answering 410.
+	defaultPortLinger = 15 * time.Minute
 )
 
 // PreviewConfig configures exposed ports and their preview URLs.
@@ -66,6 +70,11 @@ type PreviewConfig struct {
 	ReservedPorts []int
 	// Retention is how long ended exposures are remembered (7 days).
 	Retention time.Duration
+	// PortLinger is how long the dedicated listener of an exposure whose
+	// sandbox stopped stays open, answering 410 like the other forms
+	// (15 minutes); after that its port refuses connections. Listeners
+	// are ports of the host, so they are not kept as long as Retention.
+	PortLinger time.Duration
 }
 
 // Previews keeps the exposed ports of every sandbox and serves their
@@ -125,6 +134,9 @@ func NewPreviews(st *store.Store, cfg PreviewConfig, log *slog.Logger) *Previews
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = defaultRetention
+	}
+	if cfg.PortLinger <= 0 {
+		cfg.PortLinger = defaultPortLinger
 	}
 	if log == nil {
 		log = slog.Default()
@@ -195,7 +207,7 @@ func (p *Previews) load(ctx context.Context) error {
 			e.state, e.endedAt = store.PortEnded, now
 		}
 		p.add(e)
-		if e.state != store.PortEnded {
+		if e.state != store.PortEnded || now.Sub(e.endedAt) < p.cfg.PortLinger {
 			live = append(live, e)
 		}
 	}
@@ -203,6 +215,8 @@ func (p *Previews) load(ctx context.Context) error {
 	for _, e := range live {
 		if err := p.openListener(ctx, e); err != nil {
 			p.log.Warn("reopening preview listener", "id", e.id, "port", e.port, "err", err)
+		} else if e.state == store.PortEnded {
+			p.lingerLocked(e, e.endedAt.Add(p.cfg.PortLinger).Sub(now))
 		}
 	}
 	p.loaded, p.lastPrune = true, now
@@ -256,7 +270,7 @@ func (p *Previews) SandboxStopped(id string) {
 			p.log.Error("ending exposed ports", "id", id, "err", err)
 		}
 	}
-	var lns []*portListener
+	var open []*exposure
 	p.mu.Lock()
 	for _, list := range p.bySbx[id] {
 		for _, e := range list {
@@ -264,16 +278,30 @@ func (p *Previews) SandboxStopped(id string) {
 				e.state, e.endedAt = store.PortEnded, now
 			}
 			if e.ln != nil {
-				lns = append(lns, e.ln)
-				e.ln = nil
+				open = append(open, e)
 			}
 		}
 	}
 	p.mu.Unlock()
-	for _, ln := range lns {
-		ln.close()
+	for _, e := range open {
+		p.lingerLocked(e, p.cfg.PortLinger)
 	}
 	p.forgetOld(now)
+}
+
+// lingerLocked closes the dedicated listener of ended exposure e after d,
+// unless e has come back to life (re-exposed with its token) or got
+// another listener by then. Until then it answers 410. Caller holds wmu.
+func (p *Previews) lingerLocked(e *exposure, d time.Duration) {
+	ln := e.ln
+	time.AfterFunc(d, func() {
+		p.wmu.Lock()
+		defer p.wmu.Unlock()
+		if e.ln == ln && e.state == store.PortEnded {
+			ln.close()
+			e.ln = nil
+		}
+	})
 }
 
 // forgetOld drops exposures that ended more than Retention ago, at most

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sbx-dev/sbx/api"
 	"github.com/sbx-dev/sbx/internal/errdefs"
@@ -218,16 +219,30 @@ func TestPortFormCookie(t *testing.T) {
 		})
 	}
 
-	// Unexposed: the listener stays (for re-exposure) and answers 410;
-	// stopped: it closes.
+	// Unexposed: the listener stays (for re-exposure) and answers 410.
 	if err := p.unexpose(context.Background(), "box", 8080); err != nil {
 		t.Fatal(err)
 	}
 	if resp, code := do("GET", base.String(), set); resp.StatusCode != 410 || code != api.CodePreviewGone {
 		t.Errorf("unexposed: %d %s", resp.StatusCode, code)
 	}
+	// Stopped: it answers 410 like the other forms for a while, then
+	// closes.
+	p.cfg.PortLinger = 300 * time.Millisecond
 	p.SandboxStopped("box")
-	if _, err := hc.Get(base.String()); err == nil {
-		t.Error("listener still open after the sandbox stopped")
+	if resp, code := do("GET", base.String(), set); resp.StatusCode != 410 || code != api.CodePreviewGone {
+		t.Errorf("right after the sandbox stopped: %d %s, want 410 %s", resp.StatusCode, code, api.CodePreviewGone)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := hc.Get(base.String())
+		if err != nil {
+			break
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener still open long after the sandbox stopped")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
