@@ -125,8 +125,12 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request) {
 		errdefs.Write(w, err)
 		return
 	}
-	if r.Method == http.MethodPut {
+	switch r.Method {
+	case http.MethodPut:
 		streamBody(r)
+	case http.MethodGet:
+		s.forwardDownload(w, r, id, "/files"+escapePath(p))
+		return
 	}
 	s.forward(w, r, id, "/files"+escapePath(p), nil)
 }

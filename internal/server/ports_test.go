@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -158,13 +160,29 @@ func TestExposuresSurviveRestart(t *testing.T) {
 	if _, err := p2.resolve("box", 8080, e.token); !errors.Is(err, errdefs.ErrPreviewGone) {
 		t.Errorf("resolve after restart: %v, want gone", err)
 	}
+	// Its dedicated listener is back for a while, answering 410 like
+	// the other forms (preview_test.go checks that it closes later).
 	p2.mu.RLock()
+	var listenPort int
 	for _, x := range p2.bySbx["box"][8080] {
 		if x.ln != nil {
-			t.Error("listener reopened for an ended exposure")
+			listenPort = x.ln.port
 		}
 	}
 	p2.mu.RUnlock()
+	if listenPort == 0 {
+		t.Fatal("no listener for an exposure that ended while the daemon was down")
+	}
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(listenPort)+"/", nil)
+	req.AddCookie(&http.Cookie{Name: previewCookiePrefix + strconv.Itoa(listenPort), Value: e.token})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone {
+		t.Errorf("port form after a restart: %d, want 410", resp.StatusCode)
+	}
 }
 
 func TestViewLongID(t *testing.T) {
