@@ -81,9 +81,10 @@ func (a *Agent) handleTarDownload(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// handleTarUpload serves PUT /fs/tar?path=[&anySymlinkTarget=true]: extract the tar stream in the
-// body (gzip accepted) into the directory, creating it if needed, with the
-// safety rules of fstree.Extract.
+// handleTarUpload serves PUT /fs/tar?path=[&anySymlinkTarget=true]
+// [&keepOwners=true]: extract the tar stream in the body (gzip accepted)
+// into the directory, creating it if needed, with the safety rules of
+// fstree.Extract.
 func (a *Agent) handleTarUpload(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	p, err := queryPath(r, "path")

@@ -33,10 +33,11 @@ import (
 // tables, takes ~5 ms and allocates under 1 MiB, and is done ahead of time
 // (diskPool); the loop device and the mount are a few ioctls. The file
 // stays sparse: the sandbox's writes allocate it, and mounting with
-// discard punches the blocks of deleted files back out. No journal, because the overlay on top is volatile and
-// a sandbox's writable layer never outlives a host crash (see
-// mountOverlay). The image is written only by the kernel on behalf of
-// the sandbox's file operations; the sandbox never sees the raw file.
+// discard punches the blocks of deleted files back out. No journal,
+// because the overlay on top is volatile and a sandbox's writable layer
+// never outlives a host crash (see mountOverlay). The image is written
+// only by the kernel on behalf of the sandbox's file operations; the
+// sandbox never sees the raw file.
 //
 // The loop device is set to clear itself on the last unmount, so
 // unmounting <dir>/disk (which destroy does for every mount under the
