@@ -89,10 +89,11 @@ func (s *Server) filesRoutes() []route {
 		{"PUT", "/v1/sandboxes/{id}/fs/tar", true, s.handleFileQuery, opDoc{
 			summary: "Upload a tar stream (plain or gzip) and extract it into a directory, created if missing. Refused with INVALID_PATH, naming the entry: " +
 				"absolute names, names with '..', symlinks or hard links leading outside the directory, entries reached through such a symlink, devices and fifos. " +
-				"Files are replaced atomically; entries are owned by the sandbox's user. Extraction stops at the first refused entry; earlier entries stay.",
+				"Files are replaced atomically; entries are owned by the sandbox's user (unless keepOwners). Extraction stops at the first refused entry; earlier entries stay.",
 			rawBody: []string{"application/x-tar", "application/gzip"}, response: api.TarResult{},
 			query: []param{pathParam, {"anySymlinkTarget", "boolean", "true to keep symlinks that point outside the directory " +
-				"(as a restore needs: a virtualenv's bin/python3 -> /usr/bin/python3); entries reached through them are still refused."}}}},
+				"(as a restore needs: a virtualenv's bin/python3 -> /usr/bin/python3); entries reached through them are still refused."},
+				{"keepOwners", "boolean", "true to give entries the numeric owners the archive records instead of the sandbox's user."}}}},
 		{"GET", "/v1/sandboxes/{id}/watch", true, s.handleFileQuery, opDoc{
 			summary: "Watch a directory (or one file) for changes, as server-sent events. The first event, watching, is sent once every watch is in place. " +
 				"Then create, modify, delete, attrib (data: {type, path, isDirectory}) and move ({from, to}); with recursive, new subdirectories are watched as they appear. " +
