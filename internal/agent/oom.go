@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"strconv"
+	"sync"
 )
 
 // oomKillFiles hold the kernel's count of processes it killed at this
@@ -11,19 +12,32 @@ import (
 // memory.oom_control (as the sandbox's cgroup namespace shows them).
 var oomKillFiles = []string{"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"}
 
+// oomKillFile is the first of oomKillFiles that holds a count, found once:
+// every exec reads it, and the lookup would cost a failed open each time
+// on cgroup v1. "" when none does.
+var oomKillFile = sync.OnceValue(func() string {
+	for _, f := range oomKillFiles {
+		if b, err := os.ReadFile(f); err == nil {
+			if _, ok := oomKillCount(b); ok {
+				return f
+			}
+		}
+	}
+	return ""
+})
+
 // oomKills returns how many processes of the agent's cgroup the kernel has
 // killed for memory, and false where no such count is readable.
 func oomKills() (int64, bool) {
-	for _, f := range oomKillFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		if n, ok := oomKillCount(b); ok {
-			return n, true
-		}
+	f := oomKillFile()
+	if f == "" {
+		return 0, false
 	}
-	return 0, false
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return 0, false
+	}
+	return oomKillCount(b)
 }
 
 // oomKillCount finds the "oom_kill N" line of a memory.events or

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -40,19 +41,10 @@ func (s *Server) forwardDownload(w http.ResponseWriter, r *http.Request, id, pat
 	stop := context.AfterFunc(r.Context(), func() { conn.Close() })
 	defer stop()
 
-	target := "http://agent" + path
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, nil)
+	out, err := agentRequest(r, path, nil)
 	if err != nil {
 		errdefs.Write(w, err)
 		return
-	}
-	for k, vs := range r.Header {
-		if !hopHeaders[k] {
-			out.Header[k] = vs
-		}
 	}
 	out.Close = true // one request per connection: the body is read raw
 	br := bufio.NewReaderSize(conn, 64<<10)
@@ -77,8 +69,8 @@ func (s *Server) forwardDownload(w http.ResponseWriter, r *http.Request, id, pat
 		(resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent)
 	if !raw {
 		w.WriteHeader(resp.StatusCode)
-		if err := copyFlushing(w, resp.Body, false); err != nil && r.Context().Err() == nil {
-			s.log.Warn("forwarding from agent failed", "id", id, "path", path, "err", err)
+		if err := copyFlushing(w, resp.Body, false); err != nil && !errors.Is(err, errClientGone) && r.Context().Err() == nil {
+			s.log.Warn("forwarding from agent failed", "id", id, "path", path, "err", err, "cause", lease.AgentFailed(r.Context(), err))
 		}
 		return
 	}
@@ -98,7 +90,7 @@ func (s *Server) forwardDownload(w http.ResponseWriter, r *http.Request, id, pat
 	if err != nil && r.Context().Err() == nil {
 		// The length is promised: cut the connection so that the client
 		// sees a short body, never a complete-looking one.
-		s.log.Warn("forwarding a download from agent failed", "id", id, "path", path, "err", err)
+		s.log.Warn("forwarding a download from agent failed", "id", id, "path", path, "err", err, "cause", lease.AgentFailed(r.Context(), err))
 		panic(http.ErrAbortHandler)
 	}
 }

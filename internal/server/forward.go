@@ -88,6 +88,25 @@ var hopHeaders = map[string]bool{
 	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Proxy-Authorization": true,
 }
 
+// agentRequest is r addressed to the agent at path, with r's query and its
+// end-to-end headers, and body.
+func agentRequest(r *http.Request, path string, body io.Reader) (*http.Request, error) {
+	target := "http://agent" + path
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range r.Header {
+		if !hopHeaders[k] {
+			out.Header[k] = vs
+		}
+	}
+	return out, nil
+}
+
 // forward sends r (with body) to the agent of sandbox id at path and streams
 // the answer back. Agent failures become SANDBOX_UNAVAILABLE errors, sent as
 // an SSE error event when a stream had already begun.
@@ -99,15 +118,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id, path string
 	}
 	defer lease.Release()
 
-	target := "http://agent" + path
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
 	var rd io.Reader = r.Body
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, rd)
+	out, err := agentRequest(r, path, rd)
 	if err != nil {
 		errdefs.Write(w, err)
 		return
@@ -116,11 +131,6 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, id, path string
 		out.ContentLength = int64(len(body))
 	} else {
 		out.ContentLength = r.ContentLength
-	}
-	for k, vs := range r.Header {
-		if !hopHeaders[k] {
-			out.Header[k] = vs
-		}
 	}
 	resp, err := lease.Agent().Do(out)
 	if err != nil {
